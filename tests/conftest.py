@@ -1,0 +1,285 @@
+"""Fixtures that start the real components: redis-server, daphne (and nginx, in its tests).
+
+- ``redis_server`` (session): ``REDIS_URL`` when set, used only under a key prefix
+  unique to this run (deleted at the end); else a private ``redis-server`` on a
+  free loopback port without persistence.
+- ``private_redis``: always a private redis-server, for tests that kill it.
+- ``daphne_server``: a factory that starts real daphne processes for the
+  example project (``tests.settings``) and stops them; their logs are printed
+  when a test fails.
+- Under ``CI=true`` a missing tool fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(name: str) -> str:
+    """The path of a required executable; fail under CI, skip locally, when missing."""
+    path = shutil.which(name) or (
+        str(Path(sys.executable).parent / name)
+        if (Path(sys.executable).parent / name).exists() else None
+    )
+    if path is None:
+        message = f"{name} is not installed (install it: .ci/run shows how)"
+        if IN_CI:
+            pytest.fail(f"CI requires {name}: {message}", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class RedisServer:
+    """A Redis the tests may use: ours (killable) or the given one (prefix only)."""
+
+    def __init__(self, url: str | None = None, *, prefix: str = "", tmp: Path | None = None):
+        self.external = url is not None
+        self.prefix = prefix
+        self.process: subprocess.Popen | None = None
+        self.tmp = tmp
+        if url is None:
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.start()
+        else:
+            self.url = url
+
+    def start(self) -> None:
+        binary = require_tool("redis-server")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, process=self.process)
+
+    def kill(self) -> None:
+        assert not self.external, "never kill a Redis the tests did not start"
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def client(self):
+        import redis
+
+        return redis.from_url(self.url, decode_responses=True)
+
+    def cleanup(self) -> None:
+        if self.external:
+            client = self.client()
+            for key in client.scan_iter(match=self.prefix + "*", count=1000):
+                client.delete(key)
+        else:
+            self.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> RedisServer:
+    external = os.environ.get("REDIS_URL")
+    prefix = f"wsopstest-{uuid.uuid4().hex[:8]}:" if external else ""
+    server = RedisServer(external, prefix=prefix, tmp=tmp_path_factory.mktemp("redis"))
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> RedisServer:
+    server = RedisServer(None, tmp=tmp_path)
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def use_redis(settings, redis_server):
+    """Point this process' wsops, cache and channel layer at the test Redis."""
+    return configure_redis(settings, redis_server)
+
+
+def configure_redis(settings, server: RedisServer) -> RedisServer:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [server.url], "prefix": server.prefix + "asgi"},
+        }
+    }
+    settings.CACHES = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url,
+                    "KEY_PREFIX": server.prefix + "cache"}
+    }
+    settings.WSOPS = {**settings.WSOPS, "REDIS_URL": server.url, "KEY_PREFIX": server.prefix}
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    return server
+
+
+class DaphneProcess:
+    def __init__(self, process: subprocess.Popen, port: int, log: Path) -> None:
+        self.process, self.port, self.log = process, port, log
+
+    def url(self, path: str = "/ws/chat/lobby/") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def http_url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def database_name() -> str:
+    from django.db import connection
+
+    return str(connection.settings_dict["NAME"])
+
+
+@pytest.fixture
+def daphne_server(request, tmp_path):
+    """Start real daphne workers: ``daphne_server(redis=server, wsops={...})``."""
+    started: list[DaphneProcess] = []
+
+    def start(*, redis: RedisServer | None = None, wsops: dict | None = None,
+              settings_module: str = "tests.settings", application: str =
+              "chatproject.asgi:application", extra_args: list[str] | None = None,
+              env: dict | None = None, unix_socket: str | None = None) -> DaphneProcess:
+        import json
+
+        daphne = require_tool("daphne")
+        port = free_port()
+        log = tmp_path / f"daphne-{port}.log"
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": settings_module,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")]),
+            "WSOPS_TEST_DB_NAME": database_name(),
+            "WSOPS_TEST_WSOPS": json.dumps(wsops or {}),
+            **(env or {}),
+        }
+        if redis is not None:
+            environment["WSOPS_TEST_REDIS_URL"] = redis.url
+            environment["WSOPS_TEST_KEY_PREFIX"] = redis.prefix
+        bind = ["-u", unix_socket] if unix_socket else ["-b", "127.0.0.1", "-p", str(port)]
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [daphne, *bind, *(extra_args or []), application],
+                cwd=ROOT / "example", env=environment, stdout=out, stderr=subprocess.STDOUT,
+            )
+        server = DaphneProcess(process, port, log)
+        started.append(server)
+        try:
+            if unix_socket:
+                deadline = time.monotonic() + 20
+                while not os.path.exists(unix_socket) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            else:
+                wait_for_port(port, process=process)
+        except RuntimeError as error:
+            raise RuntimeError(f"daphne did not start: {error}\n{server.output()}")
+        return server
+
+    yield start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for server in started:
+        server.stop()
+        if failed:
+            print(f"\n--- daphne on port {server.port} ---\n{server.output()[-6000:]}")
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    """Create users: ``make_user("alice", perms=["chat.send_message"])``."""
+
+    def make(username: str = "alice", *, perms: tuple[str, ...] = (), **fields):
+        from django.contrib.auth.models import Permission
+
+        user = django_user_model.objects.create_user(username=username, password="pw", **fields)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def events():
+    """Collect wsops security events emitted in this process."""
+    from wsops.signals import security_event
+
+    collected: list[dict] = []
+
+    def receiver(sender, event, **kwargs):
+        collected.append(event)
+
+    security_event.connect(receiver, weak=False)
+    yield collected
+    security_event.disconnect(receiver)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_local_state():
+    """The in-process limiter and caches must not leak between tests."""
+    from wsops import ratelimit
+
+    ratelimit._local.__init__()
+    yield

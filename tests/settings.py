@@ -1,0 +1,74 @@
+"""Test settings: the example project, on SQLite (a file, so daphne subprocesses
+share the test database) or PostgreSQL when DATABASE_URL is set.
+
+A daphne started by the ``daphne_server`` fixture imports this module too and
+reads its variations from the environment:
+
+- ``WSOPS_TEST_DB_NAME``: the test database pytest-django created.
+- ``WSOPS_TEST_REDIS_URL`` / ``WSOPS_TEST_KEY_PREFIX``: run the channel layer,
+  the cache and wsops' shared state on that Redis, under that key prefix.
+- ``WSOPS_TEST_WSOPS``: JSON merged into ``WSOPS``.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from chatproject.settings import *  # noqa: F403
+from chatproject.settings import INSTALLED_APPS, WSOPS
+
+DEBUG = False
+SECRET_KEY = "tests-only-" + "s" * 50
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", "app.example.com"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"]
+
+_sqlite_dir = Path(os.environ.get("WSOPS_TEST_SQLITE_DIR", tempfile.gettempdir()))
+if os.environ.get("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(_sqlite_dir / "wsops-dev.sqlite3"),
+            "TEST": {"NAME": str(_sqlite_dir / f"wsops-test-{os.getpid()}.sqlite3")},
+        }
+    }
+if os.environ.get("WSOPS_TEST_DB_NAME"):  # inside a daphne started by the tests
+    DATABASES["default"]["NAME"] = os.environ["WSOPS_TEST_DB_NAME"]
+
+WSOPS = {
+    **WSOPS,
+    "ALLOWED_ORIGINS": ["https://app.example.com", "https://*.example.org",
+                        "http://localhost:8443"],
+    "RATES": {"connect": "1000/m", "message": "200/s", "user_message": "400/s"},
+    "MAX_CONNECTIONS_PER_USER": 50,
+    "MAX_CONNECTIONS_PER_IP": 500,
+}
+
+_redis = os.environ.get("WSOPS_TEST_REDIS_URL")
+_prefix = os.environ.get("WSOPS_TEST_KEY_PREFIX", "")
+if _redis:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [_redis], "prefix": _prefix + "asgi", "capacity": 200,
+                       "expiry": 30},
+        }
+    }
+    CACHES = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": _redis,
+                    "KEY_PREFIX": _prefix + "cache"}
+    }
+    WSOPS.update({"REDIS_URL": _redis, "KEY_PREFIX": _prefix})
+WSOPS.update(json.loads(os.environ.get("WSOPS_TEST_WSOPS", "{}")))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"wsops": {"handlers": ["console"], "level": "INFO", "propagate": True}},
+}

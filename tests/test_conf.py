@@ -1,0 +1,115 @@
+"""WSOPS settings: defaults, and one clear ImproperlyConfigured per kind of mistake."""
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from wsops.conf import DEFAULT_RATES, get_settings, validate
+from wsops.units import Rate, format_duration, parse_duration, parse_rate
+
+
+def test_every_key_has_a_default():
+    conf = validate({})
+    assert conf.MAX_MESSAGE_BYTES == 65536
+    assert conf.TICKET_TTL == 30
+    assert conf.FAIL_MODE == "closed"
+    assert conf.REJECT_WITH == "handshake"
+    assert conf.REDIS_TIMEOUT == 0.05
+    assert conf.TOKEN_TRANSPORTS == ("subprotocol", "header", "query", "cookie")
+    assert set(conf.RATES) == set(DEFAULT_RATES)
+    assert conf.rate("connect") == Rate(60, 60)
+
+
+def test_none_means_no_settings():
+    assert validate(None) == validate({})
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragments"),
+    [
+        ({"MAX_MESAGE_BYTES": 10}, ["unknown key 'MAX_MESAGE_BYTES'", "MAX_MESSAGE_BYTES"]),
+        ({"MAX_MESSAGE_BYTES": "64k"}, ["MAX_MESSAGE_BYTES", "'64k'", "positive integer"]),
+        ({"MAX_MESSAGE_BYTES": True}, ["MAX_MESSAGE_BYTES", "positive integer"]),
+        ({"RATES": {"connect": "ten/m"}}, ["RATES", "'connect'", "'ten/m'", "30/m"]),
+        ({"RATES": {"message": "5/10y"}}, ["RATES", "'5/10y'"]),
+        ({"RATES": ["30/m"]}, ["RATES", "dict"]),
+        ({"FAIL_MODE": "sometimes"}, ["FAIL_MODE", "'sometimes'", "'closed' or 'open'"]),
+        ({"REJECT_WITH": 403}, ["REJECT_WITH", "'handshake' or 'close_code'"]),
+        ({"TOKEN_TTL": "forever"}, ["TOKEN_TTL", "'forever'", "never"]),
+        ({"TICKET_TTL": "never"}, ["TICKET_TTL", "'never'"]),
+        ({"TOKEN_TRANSPORTS": "subprotocol"}, ["TOKEN_TRANSPORTS", "list"]),
+        ({"TOKEN_TRANSPORTS": ["carrier-pigeon"]}, ["TOKEN_TRANSPORTS", "subprotocol"]),
+        ({"ALLOWED_ORIGINS": ["example.com"]}, ["ALLOWED_ORIGINS", "https://app.example.com"]),
+        ({"ALLOWED_ORIGINS": ["https://a.*.example.com"]}, ["ALLOWED_ORIGINS"]),
+        ({"ALLOWED_ORIGINS": ["https://x.com:port"]}, ["ALLOWED_ORIGINS"]),
+        ({"REDIS_URL": "http://localhost"}, ["REDIS_URL", "redis://"]),
+        ({"CACHE": "nope"}, ["CACHE", "'nope'", "'default'"]),
+        ({"TRUSTED_PROXIES": ["10.0.0.0/33"]}, ["TRUSTED_PROXIES", "CIDR"]),
+        ({"REDIS_TIMEOUT": 0}, ["REDIS_TIMEOUT", "positive number"]),
+        ({"MAX_CONNECTIONS_PER_USER": -1}, ["MAX_CONNECTIONS_PER_USER"]),
+        ({"TICKET_RATE": "lots"}, ["TICKET_RATE", "'lots'"]),
+    ],
+)
+def test_mistakes_name_key_value_and_what_is_allowed(raw, fragments):
+    with pytest.raises(ImproperlyConfigured) as error:
+        validate(raw)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_not_a_dict():
+    with pytest.raises(ImproperlyConfigured, match="WSOPS must be a dict"):
+        validate(["x"])
+
+
+def test_normalises_durations_rates_and_merges_rates_with_defaults():
+    conf = validate({"TOKEN_TTL": "12h", "RATES": {"message": "5/10s", "user_message": None},
+                     "TICKET_TTL": 45, "ALLOWED_ORIGINS": ["https://App.Example.com/"]})
+    assert conf.TOKEN_TTL == 12 * 3600
+    assert conf.rate("message") == Rate(5, 10)
+    assert conf.rate("user_message") is None
+    assert conf.rate("connect") == Rate(60, 60)
+    assert conf.TICKET_TTL == 45
+    assert conf.ALLOWED_ORIGINS == ("https://app.example.com",)
+    assert validate({"TOKEN_TTL": "never"}).TOKEN_TTL is None
+
+
+def test_settings_are_reloaded_when_changed(settings):
+    settings.WSOPS = {"MAX_MESSAGE_BYTES": 1234}
+    assert get_settings().MAX_MESSAGE_BYTES == 1234
+    settings.WSOPS = {"MAX_MESSAGE_BYTES": 99}
+    assert get_settings().MAX_MESSAGE_BYTES == 99
+
+
+def test_startup_validation_raises(settings):
+    from django.apps import apps
+
+    settings.WSOPS = {"FAIL_MODE": "maybe"}
+    with pytest.raises(ImproperlyConfigured, match="FAIL_MODE"):
+        apps.get_app_config("wsops").ready()
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("30/m", Rate(30, 60)), ("5/10s", Rate(5, 10)), ("1000/h", Rate(1000, 3600)),
+     ("7/2d", Rate(7, 172800)), ("3", None), ("3/", Rate(3, 1)), ("0/m", None),
+     ("30/mx", None), (" 30/m ", Rate(30, 60))],
+)
+def test_rate_strings_follow_django_ratelimit(text, rate):
+    if rate is None:
+        with pytest.raises(ValueError):
+            parse_rate(text)
+    else:
+        assert parse_rate(text) == rate
+
+
+def test_durations():
+    assert parse_duration("30d") == 30 * 86400
+    assert parse_duration("2w") == 14 * 86400
+    assert parse_duration(90) == 90
+    assert parse_duration("never") is None
+    with pytest.raises(ValueError):
+        parse_duration("never", allow_never=False)
+    with pytest.raises(ValueError):
+        parse_duration("-5m")
+    assert format_duration(90061) == "1d1h1m1s"
+    assert format_duration(None) == "never"

@@ -1,0 +1,1 @@
+"""``wssecure check``: audit rules, registered with Django's system-check framework."""

@@ -1,0 +1,346 @@
+"""ASGI middleware that secures a Channels websocket router.
+
+Wrap the websocket router, not the whole ProtocolTypeRouter::
+
+    application = ProtocolTypeRouter({
+        "http": get_asgi_application(),
+        "websocket": SecureWebsocketStack(URLRouter(websocket_urlpatterns)),
+    })
+
+``SecureWebsocketStack`` composes, outermost first, and in this order because
+each step is cheaper than the next and protects it:
+
+1. ``ConnectThrottle``: IP bans and the per-IP connect rate (one Redis trip).
+   First, so floods and banned addresses never reach origin checks, session
+   lookups or the database.
+2. ``OriginGuard``: the cross-site WebSocket hijacking check. Before
+   authentication, so a hostile page never even triggers a session lookup.
+3. ``TokenAuthMiddleware``: access token, ticket or Django session ->
+   ``scope["user"]``; a bad credential is refused, never made anonymous.
+4. ``ConnectionRegistry``: what needs the identity: user and token bans, the
+   per-user connect rate and the concurrent-connection caps (one Redis trip),
+   then registers the socket until it closes.
+
+A refused handshake is answered with HTTP 403 (``REJECT_WITH="handshake"``)
+or accepted and closed with a code from ``wsops.codes``
+(``REJECT_WITH="close_code"``). Redis being down under ``FAIL_MODE="closed"``
+always closes with 1013 (try again later). Every refusal is one security event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import uuid
+from typing import Any
+
+from channels.auth import AuthMiddleware
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.contrib.auth.models import AnonymousUser
+
+from . import codes, signals, store, tickets, tokens
+from .clientip import client_ip, header
+from .conf import get_settings
+from .credentials import MALFORMED, SUBPROTOCOL, TICKET, Credential, find_credential, strip_secrets
+from .origins import current_policy
+from .ratelimit import (
+    BANNED,
+    CAPPED,
+    THROTTLED,
+    Cap,
+    Decision,
+    Limit,
+    ban_key,
+    cap_key,
+    get_limiter,
+    rate_key,
+)
+
+Scope = dict[str, Any]
+
+
+def require_websocket(scope: Scope, component: object) -> None:
+    if scope.get("type") != "websocket":
+        name = type(component).__name__
+        raise ValueError(
+            f"{name} only handles websocket connections, not {scope.get('type')!r}: wrap the "
+            f'websocket router (ProtocolTypeRouter({{"websocket": SecureWebsocketStack(...)}})), '
+            "not the whole application."
+        )
+
+
+def answering_subprotocol(send: Any) -> Any:
+    """Make the accept name the ``wsops`` subprotocol; browsers drop the socket otherwise."""
+
+    async def send_with_subprotocol(message: dict[str, Any]) -> None:
+        if message.get("type") == "websocket.accept" and not message.get("subprotocol"):
+            message = {**message, "subprotocol": SUBPROTOCOL}
+        await send(message)
+
+    return send_with_subprotocol
+
+
+async def refuse(scope: Scope, receive: Any, send: Any, code: int, kind: str, reason: str,
+                 **extra: Any) -> None:
+    """Report one security event and turn the handshake down."""
+    signals.report(kind, scope, reason, close_code=code, **extra)
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return  # the client went away first
+    if code != codes.TRY_AGAIN_LATER and get_settings().REJECT_WITH == "handshake":
+        await send({"type": "websocket.close"})  # before accept: daphne answers HTTP 403
+        return
+    offered = SUBPROTOCOL if SUBPROTOCOL in (scope.get("subprotocols") or ()) else None
+    await send({"type": "websocket.accept", "subprotocol": offered})
+    await send({"type": "websocket.close", "code": code})
+
+
+async def decide(**admission: Any) -> Decision | None:
+    """Ask the limiter; None means "Redis is down and FAIL_MODE is open: admit"."""
+    try:
+        return await get_limiter().admit(**admission)
+    except store.StoreUnavailable:
+        if get_settings().FAIL_MODE == "open":
+            return None
+        return Decision("unavailable")
+
+
+async def refuse_for(decision: Decision, scope: Scope, receive: Any, send: Any) -> None:
+    """Turn a refusing decision into the documented close code and event."""
+    if decision.outcome == BANNED:
+        reason = (decision.ban or {}).get("reason") or "banned"
+        return await refuse(scope, receive, send, codes.FORBIDDEN, signals.BANNED, reason,
+                            key=decision.key)
+    if decision.outcome == THROTTLED:
+        return await refuse(scope, receive, send, codes.RATE_LIMITED, signals.THROTTLE,
+                            "connect_rate", key=decision.key,
+                            retry_after=round(decision.retry_after, 3))
+    if decision.outcome == CAPPED:
+        return await refuse(scope, receive, send, codes.RATE_LIMITED, signals.CONNECTION_CAP,
+                            "too_many_connections", key=decision.key)
+    return await refuse(scope, receive, send, codes.TRY_AGAIN_LATER, signals.UNAVAILABLE,
+                        "redis_unavailable")
+
+
+class ConnectThrottle:
+    """Refuse banned IPs and IPs connecting faster than ``RATES["connect"]``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        require_websocket(scope, self)
+        ip = client_ip(scope)
+        if ip is not None:
+            rate = get_settings().rate("connect")
+            limits = (Limit(rate_key("connect", "ip", ip), rate),) if rate else ()
+            decision = await decide(bans=(ban_key("ip", ip),), limits=limits)
+            if decision is not None and not decision.allowed:
+                return await refuse_for(decision, scope, receive, send)
+        return await self.inner(scope, receive, send)
+
+
+class OriginGuard:
+    """Refuse cross-site WebSocket hijacking.
+
+    A connection that would be authenticated by cookie must carry an allowed
+    ``Origin``. One presenting a token or ticket may omit it (non-browser
+    clients send none), but a present Origin must still be allowed.
+    ``Origin: null`` (sandboxed iframes, file: pages) is always refused.
+    """
+
+    def __init__(self, inner: Any, allowed_origins: list[str] | None = None) -> None:
+        from .origins import build_policy
+
+        self.inner = inner
+        self.policy = build_policy(allowed_origins) if allowed_origins is not None else None
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        require_websocket(scope, self)
+        raw = header(scope, b"origin")
+        origin = raw.decode("latin-1") if raw is not None else None
+        state = scope.setdefault("wsops", {})
+        state["origin"] = origin
+        credential = find_credential(scope, get_settings().TOKEN_TRANSPORTS)
+        if origin is None and credential is not None:
+            return await self.inner(scope, receive, send)
+        policy = self.policy or current_policy()
+        if not policy.allows(origin):
+            reason = "missing_origin" if origin is None else "origin_not_allowed"
+            return await refuse(scope, receive, send, codes.FORBIDDEN, signals.ORIGIN, reason)
+        return await self.inner(scope, receive, send)
+
+
+class TokenAuthMiddleware:
+    """Authenticate by access token, ticket or session; set ``scope["user"]``.
+
+    Also sets ``scope["wsops"]["auth_method"]`` (``"subprotocol"``, ``"header"``,
+    ``"query"``, ``"session"``, ``"message"`` once authenticated by the first
+    frame, or None) and ``scope["wsops"]["token"]`` (id, prefix, scopes,
+    expires_at) for token connections. The secret is stripped from the scope.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.session_inner = CookieMiddleware(
+            SessionMiddleware(AuthMiddleware(_MarkSession(inner)))
+        )
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        require_websocket(scope, self)
+        conf = get_settings()
+        state = scope.setdefault("wsops", {})
+        if SUBPROTOCOL in (scope.get("subprotocols") or ()):
+            send = answering_subprotocol(send)
+        credential = find_credential(scope, conf.TOKEN_TRANSPORTS)
+        if credential is None:
+            if "cookie" in conf.TOKEN_TRANSPORTS and header(scope, b"cookie"):
+                return await self.session_inner(scope, receive, send)
+            state["auth_method"] = None
+            return await self.inner(dict(scope, user=AnonymousUser()), receive, send)
+        try:
+            user, token = await authenticate(credential, scope)
+        except tokens.TokenInvalid as error:
+            return await refuse(scope, receive, send, codes.UNAUTHENTICATED, signals.AUTH,
+                                error.reason, transport=credential.transport)
+        except store.StoreUnavailable:
+            return await refuse(scope, receive, send, codes.TRY_AGAIN_LATER, signals.UNAVAILABLE,
+                                "redis_unavailable")
+        scope = strip_secrets(scope)
+        scope["user"] = user
+        state["auth_method"] = credential.transport
+        state["token"] = token.as_scope() if token else None
+        return await self.inner(scope, receive, send)
+
+
+async def authenticate(credential: Credential, scope: Scope) -> tuple[Any, Any]:
+    """Resolve a credential to ``(user, VerifiedToken | None)`` or raise TokenInvalid."""
+    if credential.kind == MALFORMED:
+        raise tokens.TokenInvalid("malformed_credential")
+    if credential.kind == TICKET:
+        record = await tickets.consume(credential.secret)
+        if record is None:
+            raise tokens.TokenInvalid("unknown_or_used_ticket")
+        bound_origin = record.get("origin")
+        if bound_origin and bound_origin != scope.get("wsops", {}).get("origin"):
+            raise tokens.TokenInvalid("ticket_origin_mismatch")
+        user = await tokens.load_user(record.get("user_id"))
+        if user is None:
+            raise tokens.TokenInvalid("inactive_user")
+        return user, None
+    token = await tokens.verify(credential.secret)
+    return token.user, token
+
+
+class _MarkSession:
+    """Innermost step of the session path: record whether the cookie authenticated."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        user = scope.get("user")
+        authenticated = user is not None and user.is_authenticated
+        scope["wsops"]["auth_method"] = "session" if authenticated else None
+        return await self.inner(scope, receive, send)
+
+
+class LiveConnections:
+    """This worker's registered sockets, refreshed in Redis so their slots stay held.
+
+    Registry entries expire ``CONNECTION_TTL`` seconds after their last refresh;
+    a worker refreshes all of its entries every third of that in one round
+    trip. A killed worker's sockets therefore stop counting within
+    ``CONNECTION_TTL`` seconds (30 by default).
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[Cap, ...]] = {}
+        self.refresher: asyncio.Task | None = None
+        self.worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.counter = itertools.count(1)
+
+    def new_member(self) -> str:
+        return f"{self.worker}:{next(self.counter)}"
+
+    def add(self, member: str, caps: tuple[Cap, ...]) -> None:
+        self.entries[member] = caps
+        if self.refresher is None or self.refresher.done():
+            self.refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    def remove(self, member: str) -> None:
+        self.entries.pop(member, None)
+
+    async def _refresh_forever(self) -> None:
+        while self.entries:
+            ttl = get_settings().CONNECTION_TTL
+            await asyncio.sleep(ttl / 3)
+            pairs = [(cap.key, member) for member, caps in list(self.entries.items())
+                     for cap in caps]
+            try:
+                await get_limiter().refresh(pairs, ttl)
+            except store.StoreUnavailable:
+                pass  # entries heal on the next refresh, or expire: never crash
+
+
+live_connections = LiveConnections()
+
+
+class ConnectionRegistry:
+    """Identity-level admission and the live connection registry.
+
+    Refuses banned users and tokens, users connecting faster than
+    ``RATES["connect"]`` and connections over ``MAX_CONNECTIONS_PER_USER`` /
+    ``MAX_CONNECTIONS_PER_IP`` (one Redis round trip), then holds the
+    connection's registry slots until the socket closes.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        require_websocket(scope, self)
+        conf = get_settings()
+        state = scope.setdefault("wsops", {})
+        bans: list[str] = []
+        limits: list[Limit] = []
+        caps: list[Cap] = []
+        user = scope.get("user")
+        if user is not None and user.is_authenticated:
+            bans.append(ban_key("user", user.pk))
+            if (rate := conf.rate("connect")) is not None:
+                limits.append(Limit(rate_key("connect", "user", user.pk), rate))
+            if conf.MAX_CONNECTIONS_PER_USER:
+                caps.append(Cap(cap_key("user", user.pk), conf.MAX_CONNECTIONS_PER_USER))
+        if token := state.get("token"):
+            bans.append(ban_key("token", token["prefix"]))
+        ip = client_ip(scope)
+        if ip is not None and conf.MAX_CONNECTIONS_PER_IP:
+            caps.append(Cap(cap_key("ip", ip), conf.MAX_CONNECTIONS_PER_IP))
+        if not (bans or limits or caps):
+            return await self.inner(scope, receive, send)
+        member = live_connections.new_member()
+        decision = await decide(bans=tuple(bans), limits=tuple(limits), caps=tuple(caps),
+                                member=member, ttl=conf.CONNECTION_TTL)
+        if decision is not None and not decision.allowed:
+            return await refuse_for(decision, scope, receive, send)
+        held = tuple(caps) if decision is not None else ()
+        state["connection_id"] = member
+        if held:
+            live_connections.add(member, held)
+        try:
+            return await self.inner(scope, receive, send)
+        finally:
+            if held:
+                live_connections.remove(member)
+                try:
+                    await get_limiter().release(held, member)
+                except store.StoreUnavailable:
+                    pass  # the entry expires within CONNECTION_TTL
+
+
+def SecureWebsocketStack(inner: Any) -> ConnectThrottle:
+    """Origin guard, bans, throttles, authentication and connection caps around ``inner``."""
+    return ConnectThrottle(OriginGuard(TokenAuthMiddleware(ConnectionRegistry(inner))))

@@ -1,0 +1,157 @@
+"""Permissions for connections and actions, composable with ``&``, ``|`` and ``~``.
+
+    @action("send_message", permission=HasPerm("chat.send_message") & HasScope("chat:write"))
+
+Each permission answers ``await perm.has_permission(scope)``. Checks that need
+the database (``HasPerm``, ``InGroup``) run in a thread via
+``database_sync_to_async``, so the event loop never blocks; the consumer
+caches each answer per connection for ``PERMISSION_CACHE_SECONDS``, so a
+revoked permission stops working within that time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from .conf import get_settings
+
+Scope = dict[str, Any]
+
+
+class BasePermission:
+    """Subclass and implement ``has_permission``; combine with ``&``, ``|``, ``~``."""
+
+    #: Whether the answer may be cached per connection (False for pure in-memory checks).
+    cacheable = False
+
+    async def has_permission(self, scope: Scope) -> bool:
+        raise NotImplementedError
+
+    def __and__(self, other: BasePermission) -> BasePermission:
+        return AllOf(self, other)
+
+    def __or__(self, other: BasePermission) -> BasePermission:
+        return AnyOf(self, other)
+
+    def __invert__(self) -> BasePermission:
+        return Not(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class AllOf(BasePermission):
+    def __init__(self, *parts: BasePermission) -> None:
+        self.parts = parts
+        self.cacheable = any(p.cacheable for p in parts)
+
+    async def has_permission(self, scope: Scope) -> bool:
+        for part in self.parts:
+            if not await part.has_permission(scope):
+                return False
+        return True
+
+    def __repr__(self) -> str:
+        return " & ".join(map(repr, self.parts))
+
+
+class AnyOf(AllOf):
+    async def has_permission(self, scope: Scope) -> bool:
+        for part in self.parts:
+            if await part.has_permission(scope):
+                return True
+        return False
+
+    def __repr__(self) -> str:
+        return "(" + " | ".join(map(repr, self.parts)) + ")"
+
+
+class Not(BasePermission):
+    def __init__(self, inner: BasePermission) -> None:
+        self.inner = inner
+        self.cacheable = inner.cacheable
+
+    async def has_permission(self, scope: Scope) -> bool:
+        return not await self.inner.has_permission(scope)
+
+    def __repr__(self) -> str:
+        return f"~{self.inner!r}"
+
+
+class AllowAny(BasePermission):
+    async def has_permission(self, scope: Scope) -> bool:
+        return True
+
+
+def _user(scope: Scope) -> Any:
+    return scope.get("user")
+
+
+class IsAuthenticated(BasePermission):
+    async def has_permission(self, scope: Scope) -> bool:
+        user = _user(scope)
+        return bool(user is not None and user.is_authenticated and user.is_active)
+
+
+class HasPerm(BasePermission):
+    """The user has a Django permission (``"app_label.codename"``)."""
+
+    cacheable = True
+
+    def __init__(self, *perms: str) -> None:
+        self.perms = perms
+
+    async def has_permission(self, scope: Scope) -> bool:
+        user = _user(scope)
+        if user is None or not user.is_authenticated:
+            return False
+        return await database_sync_to_async(user.has_perms)(self.perms)
+
+    def __repr__(self) -> str:
+        return f"HasPerm({', '.join(map(repr, self.perms))})"
+
+
+class InGroup(BasePermission):
+    """The user belongs to a Django auth group."""
+
+    cacheable = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def has_permission(self, scope: Scope) -> bool:
+        user = _user(scope)
+        if user is None or not user.is_authenticated:
+            return False
+        return await database_sync_to_async(
+            lambda: user.groups.filter(name=self.name).exists()
+        )()
+
+    def __repr__(self) -> str:
+        return f"InGroup({self.name!r})"
+
+
+class HasScope(BasePermission):
+    """The connection's token carries a scope (``"chat:write"``).
+
+    Session and ticket connections carry no token: they pass unless
+    ``WSOPS["SESSION_SCOPES"]`` lists the scopes such connections get.
+    """
+
+    def __init__(self, *scopes: str) -> None:
+        self.scopes = scopes
+
+    async def has_permission(self, scope: Scope) -> bool:
+        token = scope.get("wsops", {}).get("token")
+        if token is None:
+            user = _user(scope)
+            if user is None or not user.is_authenticated:
+                return False
+            granted = get_settings().SESSION_SCOPES
+            return granted is None or all(s in granted for s in self.scopes)
+        return all(s in token.get("scopes", ()) for s in self.scopes)
+
+    def __repr__(self) -> str:
+        return f"HasScope({', '.join(map(repr, self.scopes))})"

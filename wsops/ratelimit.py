@@ -1,0 +1,294 @@
+"""Rate limits, connection caps and bans, decided in one Redis round trip.
+
+Algorithm: GCRA (the generic cell rate algorithm, as in redis-cell). Each key
+stores one number, the "theoretical arrival time" (TAT) of the next event. An
+event is allowed when ``TAT + interval - period <= now``; it then moves the TAT
+on by one interval (``period / count``). So a client may burst ``count``
+events at once and then continues at exactly the sustained rate.
+
+Why GCRA rather than fixed windows (django-ratelimit's model): a fixed window
+lets a client send ``count`` events just before a window edge and ``count``
+more just after it, double the rate in an instant. GCRA has no edges; after a
+full burst the next event waits one interval. Why not a sliding log: that
+keeps one entry per event (memory grows with the rate); GCRA keeps one float
+per key and needs no cleanup beyond the key's own expiry.
+
+A shared decision is one EVALSHA of ``ADMIT`` which checks, atomically and in
+this order, ban keys, GCRA rate keys and connection-cap sets, and commits
+only when everything passes (a refused event is not charged). The clock is
+Redis' own ``TIME``, so workers with skewed clocks still agree.
+
+``LocalLimiter`` implements the same decision in process, for the embedded
+demo defaults and for per-connection limits that need no network.
+
+Key layout (``<KEY_PREFIX>`` first):
+    wsops:rl:<scope>:<ip|user|token>:<id>   GCRA TAT in ms (string), expires with the TAT
+    wsops:conn:<ip|user>:<id>               sorted set: connection id -> expiry (ms)
+    wsops:ban:<ip|user|token>:<id>          JSON {"reason", "until"}, expires with the ban
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import store
+from .units import Rate
+
+ADMIT = store.Script(
+    """
+local nbans, nrates, ncaps = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local k, a = 1, 4
+for i = 1, nbans do
+  local ban = redis.call('GET', KEYS[k])
+  if ban then return {1, k, '0', ban} end
+  k = k + 1
+end
+local rate_start, tats = k, {}
+for i = 1, nrates do
+  local interval, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local tat = tonumber(redis.call('GET', KEYS[k])) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  if new_tat - period > now then return {2, k, tostring(new_tat - period - now)} end
+  tats[i] = new_tat
+  k = k + 1
+end
+local member, ttl = ARGV[a + ncaps], tonumber(ARGV[a + ncaps + 1])
+for i = 1, ncaps do
+  local cap_key = KEYS[k + i - 1]
+  redis.call('ZREMRANGEBYSCORE', cap_key, '-inf', now)
+  if redis.call('ZSCORE', cap_key, member) == false
+     and redis.call('ZCARD', cap_key) >= tonumber(ARGV[a + i - 1]) then
+    return {3, k + i - 1, '0'}
+  end
+end
+for i = 1, nrates do
+  redis.call('SET', KEYS[rate_start + i - 1], tostring(tats[i]), 'PX', math.ceil(tats[i] - now))
+end
+for i = 1, ncaps do
+  redis.call('ZADD', KEYS[k + i - 1], now + ttl, member)
+  redis.call('PEXPIRE', KEYS[k + i - 1], ttl)
+end
+return {0, 0, '0'}
+"""
+)
+
+REFRESH = store.Script(
+    """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', now + ttl, ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return #KEYS
+"""
+)
+
+ALLOWED, BANNED, THROTTLED, CAPPED = "allowed", "banned", "throttled", "cap"
+_OUTCOMES = {0: ALLOWED, 1: BANNED, 2: THROTTLED, 3: CAPPED}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A rate on one key: ``Limit(rate_key("connect", "ip", "1.2.3.4"), Rate(60, 60))``."""
+
+    key: str
+    rate: Rate
+
+
+@dataclass(frozen=True)
+class Cap:
+    """At most ``limit`` live connections registered under ``key``."""
+
+    key: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str
+    key: str = ""
+    retry_after: float = 0.0  # seconds
+    ban: dict[str, Any] | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == ALLOWED
+
+
+ALLOW = Decision(ALLOWED)
+
+
+def rate_key(scope: str, kind: str, ident: object) -> str:
+    return store.key("rl", scope.replace(":", "."), kind, ident)
+
+
+def cap_key(kind: str, ident: object) -> str:
+    return store.key("conn", kind, ident)
+
+
+def ban_key(kind: str, ident: object) -> str:
+    return store.key("ban", kind, ident)
+
+
+def gcra(tat: float, now: float, rate: Rate) -> tuple[float, float]:
+    """One GCRA step in seconds: returns ``(new_tat, retry_after)``; retry_after 0 = allowed."""
+    new_tat = max(tat, now) + rate.interval
+    allow_at = new_tat - rate.period
+    if allow_at > now:
+        return tat, allow_at - now
+    return new_tat, 0.0
+
+
+class ConnectionThrottle:
+    """A per-connection rate in process: no lock, no network, one float of state."""
+
+    __slots__ = ("rate", "tat")
+
+    def __init__(self, rate: Rate) -> None:
+        self.rate = rate
+        self.tat = 0.0
+
+    def hit(self) -> float:
+        """Count one event; return 0 when allowed, else the seconds to wait."""
+        self.tat, retry_after = gcra(self.tat, time.monotonic(), self.rate)
+        return retry_after
+
+
+class RedisLimiter:
+    """Shared decisions in Redis: one EVALSHA each."""
+
+    shared = True
+
+    async def admit(
+        self,
+        bans: tuple[str, ...] = (),
+        limits: tuple[Limit, ...] = (),
+        caps: tuple[Cap, ...] = (),
+        member: str = "",
+        ttl: float = 0,
+    ) -> Decision:
+        keys = [*bans, *(limit.key for limit in limits), *(cap.key for cap in caps)]
+        args: list[Any] = [len(bans), len(limits), len(caps)]
+        for limit in limits:
+            args += [limit.rate.interval * 1000, limit.rate.period * 1000]
+        args += [cap.limit for cap in caps]
+        args += [member, int(ttl * 1000)]
+        reply = await store.call(ADMIT.run(store.async_client(), keys, args))
+        outcome = _OUTCOMES[int(reply[0])]
+        if outcome == ALLOWED:
+            return ALLOW
+        refused_key = keys[int(reply[1]) - 1]
+        ban = _load_ban(reply[3]) if outcome == BANNED else None
+        return Decision(outcome, refused_key, float(reply[2]) / 1000, ban)
+
+    async def refresh(self, caps: list[tuple[str, str]], ttl: float) -> None:
+        """Push the expiry of live registry entries ``(cap key, member)`` forward."""
+        if not caps:
+            return
+        keys = [cap for cap, _ in caps]
+        args = [int(ttl * 1000), *(member for _, member in caps)]
+        await store.call(REFRESH.run(store.async_client(), keys, args))
+
+    async def release(self, caps: tuple[Cap, ...], member: str) -> None:
+        if not caps:
+            return
+        client = store.async_client()
+        async with client.pipeline(transaction=False) as pipe:
+            for cap in caps:
+                pipe.zrem(cap.key, member)
+            await store.call(pipe.execute())
+
+
+class LocalLimiter:
+    """The same decisions in process (embedded defaults: one worker, nothing shared)."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self.tats: dict[str, float] = {}
+        self.bans: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.registry: dict[str, dict[str, float]] = {}
+
+    async def admit(
+        self,
+        bans: tuple[str, ...] = (),
+        limits: tuple[Limit, ...] = (),
+        caps: tuple[Cap, ...] = (),
+        member: str = "",
+        ttl: float = 0,
+    ) -> Decision:
+        now = time.monotonic()
+        for ban in bans:
+            until, record = self.bans.get(ban, (0.0, {}))
+            if until > now:
+                return Decision(BANNED, ban, ban=record)
+        new_tats = []
+        for limit in limits:
+            new_tat, retry_after = gcra(self.tats.get(limit.key, 0.0), now, limit.rate)
+            if retry_after:
+                return Decision(THROTTLED, limit.key, retry_after)
+            new_tats.append(new_tat)
+        for cap in caps:
+            live = {m: exp for m, exp in self.registry.get(cap.key, {}).items() if exp > now}
+            self.registry[cap.key] = live
+            if member not in live and len(live) >= cap.limit:
+                return Decision(CAPPED, cap.key)
+        for limit, new_tat in zip(limits, new_tats, strict=True):
+            self.tats[limit.key] = new_tat
+        for cap in caps:
+            self.registry[cap.key][member] = now + ttl
+        return ALLOW
+
+    async def refresh(self, caps: list[tuple[str, str]], ttl: float) -> None:
+        now = time.monotonic()
+        for cap, member in caps:
+            if member in self.registry.get(cap, {}):
+                self.registry[cap][member] = now + ttl
+
+    async def release(self, caps: tuple[Cap, ...], member: str) -> None:
+        for cap in caps:
+            self.registry.get(cap.key, {}).pop(member, None)
+
+    def ban(self, kind: str, ident: str, seconds: float, reason: str = "") -> None:
+        record = {"reason": reason, "until": time.time() + seconds}
+        self.bans[ban_key(kind, ident)] = (time.monotonic() + seconds, record)
+
+
+def _load_ban(raw: str) -> dict[str, Any]:
+    try:
+        record = json.loads(raw)
+        return record if isinstance(record, dict) else {"reason": str(record)}
+    except ValueError:
+        return {"reason": raw}
+
+
+_local = LocalLimiter()
+_redis = RedisLimiter()
+
+
+def get_limiter() -> RedisLimiter | LocalLimiter:
+    """The shared Redis limiter when Redis is configured, else the in-process one."""
+    return _redis if store.redis_url() else _local
+
+
+# --- bans, from commands and views (blocking client) ---------------------------------
+
+
+def ban(kind: str, ident: str, seconds: int, reason: str = "") -> dict[str, Any]:
+    """Refuse new connections of ``kind:ident`` on every worker for ``seconds``."""
+    record = {"reason": reason, "until": int(time.time() + seconds), "created": int(time.time())}
+    store.sync_client().set(ban_key(kind, ident), json.dumps(record), ex=int(seconds))
+    return record
+
+
+def unban(kind: str, ident: str) -> bool:
+    return bool(store.sync_client().delete(ban_key(kind, ident)))
