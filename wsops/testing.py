@@ -133,14 +133,13 @@ class SecureCommunicator:
         """Connect and, if accepted, wait briefly to see whether the server closes."""
         result = await self.connect()
         if result.accepted:
-            try:
-                message = await self.communicator.receive_output(timeout=0.3)
+            # receive_nothing() peeks without cancelling the application on timeout
+            if not await self.communicator.receive_nothing(timeout=0.3):
+                message = await self.communicator.receive_output(timeout=self.timeout)
                 if message["type"] == "websocket.close":
                     result.close_code = message.get("code", 1000)
                 elif message["type"] == "websocket.send":
                     result.frames.append(message.get("text") or message.get("bytes"))
-            except asyncio.TimeoutError:
-                pass
             await self.disconnect()
         return result
 
@@ -165,8 +164,8 @@ class SecureCommunicator:
         if self.communicator is not None:
             try:
                 await self.communicator.disconnect()
-            except Exception:
-                pass
+            except (Exception, asyncio.CancelledError):
+                pass  # the application already finished (it closed the socket)
 
     async def __aenter__(self) -> SecureCommunicator:
         await self.connect()

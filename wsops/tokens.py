@@ -89,14 +89,15 @@ def issue(owner: Any, *, name: str = "", scopes: list[str] | None = None,
     if ttl == "default":
         ttl = get_settings().TOKEN_TTL
     secret = generate_secret()
+    issued = now()
     token = WebSocketToken.objects.create(
         owner=owner,
         name=name,
         scopes=sorted(set(scopes or [])),
         prefix=public_prefix(secret),
         hash=hash_secret(secret),
-        created_at=now(),
-        expires_at=now() + timedelta(seconds=ttl) if ttl else None,
+        created_at=issued,
+        expires_at=issued + timedelta(seconds=ttl) if ttl else None,
         rotated_from=rotated_from,
     )
     return token, secret

@@ -1,0 +1,61 @@
+"""Tokens and tickets across two real daphne workers sharing one Redis."""
+
+import asyncio
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.management import call_command
+
+from wsops import tickets, tokens
+from wsops.testing import LiveSocket
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def two_workers(daphne_server, use_redis):
+    return daphne_server(redis=use_redis), daphne_server(redis=use_redis)
+
+
+async def test_one_ticket_raced_on_two_workers_admits_exactly_one(two_workers, make_user):
+    first, second = two_workers
+    user = await database_sync_to_async(make_user)("racer")
+    for _ in range(5):
+        ticket = await database_sync_to_async(tickets.issue)(user)
+        results = await asyncio.gather(
+            LiveSocket.open(first.url(), ticket=ticket[0]),
+            LiveSocket.open(second.url(), ticket=ticket[0]),
+        )
+        assert sorted(s.accepted for s in results) == [False, True]
+        assert [s.status for s in results if not s.accepted] == [403]
+        for socket in results:
+            await socket.close()
+
+
+async def test_revoke_disconnect_reaches_another_worker_within_a_second(two_workers,
+                                                                        make_user):
+    _, second = two_workers
+    user = await database_sync_to_async(make_user)("svc")
+    token, secret = await database_sync_to_async(tokens.issue)(user)
+    socket = await LiveSocket.open(second.url(), token=secret)
+    assert socket.accepted
+    started = time.monotonic()
+    await database_sync_to_async(call_command)("wstokens", "revoke", token.prefix,
+                                               "--disconnect")
+    assert await socket.close_code(timeout=2) == 4401
+    assert time.monotonic() - started < 1.5
+
+
+async def test_revoked_token_is_refused_on_every_worker_despite_the_cache(two_workers,
+                                                                          make_user):
+    first, second = two_workers
+    user = await database_sync_to_async(make_user)("svc")
+    token, secret = await database_sync_to_async(tokens.issue)(user)
+    for worker in (first, second):  # both verify it, so it is in the shared cache
+        socket = await LiveSocket.open(worker.url(), token=secret)
+        assert socket.accepted
+        await socket.close()
+    await database_sync_to_async(tokens.revoke)([token])
+    for worker in (first, second):
+        assert (await LiveSocket.open(worker.url(), token=secret)).status == 403
