@@ -12,11 +12,12 @@ class WsopsConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.db.models.signals import post_save
 
-        from . import audit  # noqa: F401 - registers the system checks
+        from . import audit, daphne_compat  # noqa: F401 - audit registers the system checks
         from .conf import get_settings
         from .tokens import forget_user
 
         get_settings()  # raise ImproperlyConfigured now, not on the first connection
+        daphne_compat.install()
 
         def forget_tokens_of(sender, instance, **kwargs):
             # A deactivated user must be refused at once, not when the cache expires.
