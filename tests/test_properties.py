@@ -1,0 +1,155 @@
+"""Property and fuzz tests, in one place: no input makes a parser raise, and every
+input maps to a documented outcome. CI runs a fixed budget; run deeper locally
+with ``pytest tests/test_properties.py --hypothesis-profile=deep``.
+"""
+
+import asyncio
+import ipaddress
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wsops.clientip import resolve
+from wsops.credentials import MALFORMED, TICKET, TOKEN, find_credential, strip_secrets
+from wsops.origins import current_policy, parse_origin
+from wsops.units import parse_rate
+
+settings.register_profile("ci", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("deep", max_examples=20000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
+
+ALL = ("subprotocol", "header", "query", "query_token", "cookie")
+header_bytes = st.binary(max_size=300)
+header_text = st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))
+
+
+@given(subprotocols=st.lists(st.text(max_size=200), max_size=8),
+       headers=st.lists(st.tuples(st.sampled_from([b"authorization", b"origin", b"cookie",
+                                                   b"x-forwarded-for", b"sec-websocket-protocol"]),
+                                  header_bytes | header_text), max_size=6),
+       query=st.binary(max_size=300))
+def test_credential_parsing_never_raises(subprotocols, headers, query):
+    scope = {"subprotocols": subprotocols, "headers": headers, "query_string": query}
+    found = find_credential(scope, ALL)
+    assert found is None or found.kind in (TOKEN, TICKET, MALFORMED)
+    stripped = strip_secrets(scope)
+    if found is not None and found.secret:
+        assert found.secret not in repr(stripped["subprotocols"])
+        assert all(name not in (b"authorization", b"sec-websocket-protocol")
+                   for name, _ in stripped["headers"])
+
+
+@given(st.text(max_size=300) | st.none())
+def test_origin_parsing_never_raises(origin):
+    parse_origin(origin)
+    assert current_policy().allows(origin) in (True, False)
+
+
+@given(label=st.from_regex(r"[a-z0-9-]{1,20}", fullmatch=True),
+       suffix=st.sampled_from(["example.org.evil.net", "evilexample.org", "example.com", "org"]))
+def test_wildcard_never_matches_look_alikes(label, suffix):
+    assert current_policy().allows(f"https://{label}.example.org")
+    assert not current_policy().allows(f"https://{label}.{suffix}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(peer=st.ip_addresses().map(str) | st.none(),
+       chain=st.lists(st.ip_addresses().map(str) | st.text(max_size=20), max_size=6))
+def test_forwarded_for_resolution(peer, chain):
+    from django.test import override_settings
+
+    with override_settings(WSOPS={"TRUSTED_PROXIES": ["10.0.0.0/8", "unix"]}):
+        header = ", ".join(chain).encode("utf-8", "replace")
+        result = resolve(peer, header)
+        trusted_peer = peer is None or ipaddress.ip_address(peer) in \
+            ipaddress.ip_network("10.0.0.0/8")
+        if not trusted_peer:
+            assert result == peer  # an untrusted peer is the client, whatever it claims
+        elif result is not None and result != peer:
+            assert ipaddress.ip_address(result) not in ipaddress.ip_network("10.0.0.0/8")
+            assert result in [h.strip() for h in header.decode("latin-1").split(",")] or \
+                str(ipaddress.ip_address(result)) == result
+
+
+def test_forwarded_for_takes_the_right_most_untrusted_hop(settings):
+    settings.WSOPS = {"TRUSTED_PROXIES": ["10.0.0.0/8"]}
+    assert resolve("10.0.0.2", b"6.6.6.6, 1.2.3.4, 10.0.0.9") == "1.2.3.4"
+    assert resolve("1.2.3.4", b"6.6.6.6") == "1.2.3.4"  # not from a trusted proxy
+    assert resolve("10.0.0.2", b"bogus, 1.2.3.4") == "1.2.3.4"
+    assert resolve("10.0.0.2", b"1.2.3.4, bogus") == "10.0.0.2"
+    assert resolve(None, b"1.2.3.4") is None  # unix peer not trusted unless configured
+    settings.WSOPS = {"TRUSTED_PROXIES": ["unix"]}
+    assert resolve(None, b"9.9.9.9, 1.2.3.4") == "1.2.3.4"
+
+
+@given(st.text(max_size=30))
+def test_rate_parsing_is_total(text):
+    try:
+        rate = parse_rate(text)
+    except ValueError:
+        return
+    assert rate.count > 0 and rate.period > 0
+
+
+@pytest.fixture(scope="module")
+def harness(django_db_blocker):
+    """A consumer instance fed frames directly: thousands of frames in seconds."""
+    from chat.consumers import ChatConsumer
+    from django.contrib.auth.models import AnonymousUser
+
+    sent = []
+
+    def make():
+        consumer = ChatConsumer()
+        consumer.scope = {"type": "websocket", "path": "/ws/chat/x/", "headers": [],
+                          "client": ["127.0.0.1", 1], "user": AnonymousUser(),
+                          "wsops": {"auth_method": "header"},
+                          "url_route": {"kwargs": {"room": "x"}}}
+        consumer.channel_layer = None
+
+        async def base_send(message):
+            sent.append(message)
+
+        consumer.base_send = base_send
+        consumer._accepted = True
+        return consumer
+
+    return make, sent
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10),
+                                                                       children, max_size=4),
+    max_leaves=20,
+)
+frames = (
+    st.text(max_size=2000).map(lambda t: {"text": t})
+    | st.binary(max_size=200).map(lambda b: {"bytes": b})
+    | json_values.map(lambda v: {"text": json.dumps(v)})
+    | st.fixed_dictionaries({"action": st.sampled_from(["echo", "whoami", "send_message", "x"]),
+                             "text": json_values}).map(lambda v: {"text": json.dumps(v)})
+)
+
+
+@given(frame=frames)
+def test_frame_handler_never_raises(harness, frame):
+    make, sent = harness
+    consumer = make()
+    sent.clear()
+    asyncio.run(consumer.websocket_receive({"type": "websocket.receive", **frame}))
+    assert sent, "every frame gets an answer: a reply, an error frame or a close"
+    for message in sent:
+        if message["type"] == "websocket.send":
+            body = json.loads(message["text"])
+            assert body["type"] in ("echo", "whoami", "error", "sent")
+            if body["type"] == "error":
+                assert body["code"] in ("invalid_json", "unknown_action", "invalid",
+                                        "forbidden", "rate_limited")
+        else:
+            assert message["type"] == "websocket.close"
+            assert message["code"] in (1003, 1009, 4400, 4429)
