@@ -7,6 +7,7 @@ reads its variations from the environment:
 - ``WSOPS_TEST_DB_NAME``: the test database pytest-django created.
 - ``WSOPS_TEST_REDIS_URL`` / ``WSOPS_TEST_KEY_PREFIX``: run the channel layer,
   the cache and wsops' shared state on that Redis, under that key prefix.
+- ``WSOPS_TEST_LAYER=memory``: keep the in-memory channel layer even with Redis.
 - ``WSOPS_TEST_WSOPS``: JSON merged into ``WSOPS``.
 """
 
@@ -51,7 +52,7 @@ WSOPS = {
 
 _redis = os.environ.get("WSOPS_TEST_REDIS_URL")
 _prefix = os.environ.get("WSOPS_TEST_KEY_PREFIX", "")
-if _redis:
+if _redis and os.environ.get("WSOPS_TEST_LAYER") != "memory":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -59,6 +60,7 @@ if _redis:
                        "expiry": 30},
         }
     }
+if _redis:
     CACHES = {
         "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": _redis,
                     "KEY_PREFIX": _prefix + "cache"}
@@ -66,9 +68,10 @@ if _redis:
     WSOPS.update({"REDIS_URL": _redis, "KEY_PREFIX": _prefix})
 WSOPS.update(json.loads(os.environ.get("WSOPS_TEST_WSOPS", "{}")))
 
+# wsops logs propagate to the root logger: daphne's console handler in workers,
+# pytest's capture in the test process.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"wsops": {"handlers": ["console"], "level": "INFO", "propagate": True}},
+    "loggers": {"wsops": {"level": "INFO", "propagate": True}},
 }

@@ -22,7 +22,7 @@ Redis' own ``TIME``, so workers with skewed clocks still agree.
 demo defaults and for per-connection limits that need no network.
 
 Key layout (``<KEY_PREFIX>`` first):
-    wsops:rl:<scope>:<ip|user|token>:<id>   GCRA TAT in ms (string), expires with the TAT
+    wsops:rl:<scope>:<ip|user|token>:<id>   "<TAT ms>|<count>|<period ms>", expires with the TAT
     wsops:conn:<ip|user>:<id>               sorted set: connection id -> expiry (ms)
     wsops:ban:<ip|user|token>:<id>          JSON {"reason", "until"}, expires with the ban
 """
@@ -51,8 +51,9 @@ end
 local rate_start, tats = k, {}
 for i = 1, nrates do
   local interval, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  local tat = tonumber(redis.call('GET', KEYS[k])) or now
+  a = a + 3
+  local raw = redis.call('GET', KEYS[k])
+  local tat = raw and tonumber(string.match(raw, '^[^|]+')) or now
   if tat < now then tat = now end
   local new_tat = tat + interval
   if new_tat - period > now then return {2, k, tostring(new_tat - period - now)} end
@@ -69,7 +70,9 @@ for i = 1, ncaps do
   end
 end
 for i = 1, nrates do
-  redis.call('SET', KEYS[rate_start + i - 1], tostring(tats[i]), 'PX', math.ceil(tats[i] - now))
+  local arg = 4 + (i - 1) * 3
+  local value = tostring(tats[i]) .. '|' .. ARGV[arg + 2] .. '|' .. ARGV[arg + 1]
+  redis.call('SET', KEYS[rate_start + i - 1], value, 'PX', math.ceil(tats[i] - now))
 end
 for i = 1, ncaps do
   redis.call('ZADD', KEYS[k + i - 1], now + ttl, member)
@@ -179,7 +182,7 @@ class RedisLimiter:
         keys = [*bans, *(limit.key for limit in limits), *(cap.key for cap in caps)]
         args: list[Any] = [len(bans), len(limits), len(caps)]
         for limit in limits:
-            args += [limit.rate.interval * 1000, limit.rate.period * 1000]
+            args += [limit.rate.interval * 1000, int(limit.rate.period * 1000), limit.rate.count]
         args += [cap.limit for cap in caps]
         args += [member, int(ttl * 1000)]
         reply = await store.call(ADMIT.run(store.async_client(), keys, args))
@@ -283,12 +286,135 @@ def get_limiter() -> RedisLimiter | LocalLimiter:
 # --- bans, from commands and views (blocking client) ---------------------------------
 
 
-def ban(kind: str, ident: str, seconds: int, reason: str = "") -> dict[str, Any]:
-    """Refuse new connections of ``kind:ident`` on every worker for ``seconds``."""
+def ban(client: Any, identity: Identity, seconds: int, reason: str = "") -> dict[str, Any]:
+    """Refuse new connections of ``identity`` on every worker for ``seconds``."""
     record = {"reason": reason, "until": int(time.time() + seconds), "created": int(time.time())}
-    store.sync_client().set(ban_key(kind, ident), json.dumps(record), ex=int(seconds))
+    client.set(ban_key(identity.kind, identity.id), json.dumps(record), ex=int(seconds))
     return record
 
 
-def unban(kind: str, ident: str) -> bool:
-    return bool(store.sync_client().delete(ban_key(kind, ident)))
+def unban(client: Any, identity: Identity) -> bool:
+    return bool(client.delete(ban_key(identity.kind, identity.id)))
+
+
+# --- the operators' view (``wsratelimit``) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """``ip:1.2.3.4``, ``user:42`` or ``token:wst_ab12cd34``."""
+
+    kind: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+def parse_identity(text: str) -> Identity:
+    """Parse ``kind:id``; raise ValueError with what is expected."""
+    import ipaddress
+
+    kind, _, ident = text.partition(":")
+    if kind not in ("ip", "user", "token") or not ident:
+        raise ValueError(f"expected ip:ADDRESS, user:ID|USERNAME or token:PREFIX, got {text!r}")
+    if kind == "ip":
+        try:
+            ident = str(ipaddress.ip_address(ident))
+        except ValueError:
+            raise ValueError(f"{ident!r} is not an IP address")
+    return Identity(kind, ident)
+
+
+def _split_key(key: str, base: str) -> list[str]:
+    """``<prefix>wsops:rl:connect:ip:::1`` -> ``["connect", "ip", "::1"]`` (ids may hold ':')."""
+    rest = key[len(base):]
+    if rest.startswith("rl:"):
+        scope, kind, ident = rest[3:].split(":", 2)
+        return [scope, kind, ident]
+    return rest.split(":", 2)[1:]
+
+
+def scan(client: Any, pattern: str, progress: Any = None) -> list[str]:
+    """All keys matching ``pattern`` with SCAN (never KEYS); ``progress(scanned)`` on long scans."""
+    keys, cursor, scanned, started = [], 0, 0, time.monotonic()
+    while True:
+        cursor, batch = client.scan(cursor=cursor, match=pattern, count=5000)
+        keys.extend(batch)
+        scanned += 5000
+        if progress is not None and time.monotonic() - started > 1:
+            progress(scanned)
+        if cursor == 0:
+            return keys
+
+
+def snapshot(client: Any, *, scope: str | None = None, identity: Identity | None = None,
+             progress: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """Live counters, connection counts and bans, read from Redis."""
+    from .conf import get_settings
+
+    base = store.key("")
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) / 1000
+    wanted_kind = identity.kind if identity else "*"
+    wanted_id = identity.id if identity else "*"
+
+    counters = []
+    rate_keys = scan(client, f"{base}rl:{scope or '*'}:{wanted_kind}:{wanted_id}", progress)
+    for key, raw in zip(rate_keys, _mget(client, rate_keys), strict=True):
+        if raw is None:
+            continue
+        scope_name, kind, ident = _split_key(key, base)
+        tat, count, period_ms = (float(part) for part in raw.split("|"))
+        backlog = max(0.0, tat - now_ms)
+        interval = period_ms / count
+        counters.append({
+            "scope": scope_name, "kind": kind, "id": ident,
+            "used": min(int(count), int(-(-backlog // interval))), "limit": int(count),
+            "period": period_ms / 1000, "reset_in": round(backlog / 1000, 3),
+        })
+
+    conf = get_settings()
+    caps = {"user": conf.MAX_CONNECTIONS_PER_USER, "ip": conf.MAX_CONNECTIONS_PER_IP}
+    connections = []
+    if scope in (None, "connections"):
+        cap_keys = scan(client, f"{base}conn:{wanted_kind}:{wanted_id}", progress)
+        with client.pipeline(transaction=False) as pipe:
+            for key in cap_keys:
+                pipe.zcount(key, now_ms, "+inf")
+            live_counts = pipe.execute()
+        for key, live in zip(cap_keys, live_counts, strict=True):
+            kind, ident = _split_key(key, base)
+            if live:
+                connections.append({"kind": kind, "id": ident, "live": live,
+                                    "cap": caps.get(kind)})
+
+    bans = []
+    if scope in (None, "bans"):
+        ban_keys = scan(client, f"{base}ban:{wanted_kind}:{wanted_id}", progress)
+        with client.pipeline(transaction=False) as pipe:
+            for key in ban_keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            replies = pipe.execute()
+        for index, key in enumerate(ban_keys):
+            raw, ttl = replies[2 * index], replies[2 * index + 1]
+            if raw is None:
+                continue
+            kind, ident = _split_key(key, base)
+            bans.append({"kind": kind, "id": ident, "reason": _load_ban(raw).get("reason", ""),
+                         "expires_in": round(max(ttl, 0) / 1000)})
+    return {"counters": counters, "connections": connections, "bans": bans}
+
+
+def _mget(client: Any, keys: list[str]) -> list[str | None]:
+    values: list[str | None] = []
+    for start in range(0, len(keys), 1000):
+        values.extend(client.mget(keys[start:start + 1000]))
+    return values
+
+
+def reset(client: Any, identity: Identity, scope: str | None = None) -> int:
+    """Delete the rate counters of an identity (one scope, or all); return how many."""
+    keys = scan(client, f"{store.key('')}rl:{scope or '*'}:{identity.kind}:{identity.id}")
+    return client.delete(*keys) if keys else 0

@@ -1,0 +1,147 @@
+"""Rate limits, caps, bans and fail modes on real daphne workers and a real Redis."""
+
+import asyncio
+import io
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.management import call_command
+
+from tests.conftest import configure_redis
+from wsops import tokens
+from wsops.testing import LiveSocket
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def redis(settings, private_redis):
+    return configure_redis(settings, private_redis)
+
+
+@pytest.fixture
+def secret_for(make_user):
+    @database_sync_to_async
+    def make(username="alice"):
+        return tokens.issue(make_user(username, perms=("chat.send_message",)),
+                            scopes=["chat:write"])[1]
+
+    return make
+
+
+async def test_connect_rate_holds_across_two_workers(daphne_server, redis, secret_for):
+    wsops = {"RATES": {"connect": "5/m"}}
+    workers = [daphne_server(redis=redis, wsops=wsops) for _ in range(2)]
+    secret = await secret_for()
+    outcomes = []
+    for attempt in range(8):
+        socket = await LiveSocket.open(workers[attempt % 2].url(), token=secret)
+        outcomes.append(socket.accepted)
+        await socket.close()
+    assert outcomes == [True] * 5 + [False] * 3
+    assert "throttle refused: connect_rate" in workers[0].output() + workers[1].output()
+
+
+async def test_throttled_connect_with_close_code(daphne_server, redis, secret_for):
+    server = daphne_server(redis=redis, wsops={"RATES": {"connect": "1/m"},
+                                               "REJECT_WITH": "close_code"})
+    secret = await secret_for()
+    first = await LiveSocket.open(server.url(), token=secret)
+    second = await LiveSocket.open(server.url(), token=secret)
+    assert first.accepted and second.accepted
+    assert await second.close_code() == 4429
+    await first.close()
+
+
+async def test_user_message_rate_spans_sockets_on_two_workers(daphne_server, redis, secret_for):
+    wsops = {"RATES": {"user_message": "6/m"}, "THROTTLE_CLOSE_AFTER": 50}
+    one, two = (daphne_server(redis=redis, wsops=wsops) for _ in range(2))
+    secret = await secret_for()
+    sockets = [await LiveSocket.open(one.url(), token=secret),
+               await LiveSocket.open(two.url(), token=secret)]
+    replies = []
+    for index in range(10):
+        socket = sockets[index % 2]
+        await socket.send_json({"action": "echo", "text": "x"})
+        replies.append((await socket.recv_json())["type"])
+    assert replies == ["echo"] * 6 + ["error"] * 4
+    for socket in sockets:
+        await socket.close()
+
+
+async def test_connection_cap_frees_on_close_and_after_a_worker_dies(daphne_server, redis,
+                                                                     secret_for):
+    wsops = {"MAX_CONNECTIONS_PER_USER": 2, "CONNECTION_TTL": 2}
+    one, two = (daphne_server(redis=redis, wsops=wsops) for _ in range(2))
+    secret = await secret_for()
+    held = await LiveSocket.open(one.url(), token=secret)
+    other = await LiveSocket.open(two.url(), token=secret)
+    assert held.accepted and other.accepted
+    assert (await LiveSocket.open(two.url(), token=secret)).status == 403
+    await other.close()
+    await asyncio.sleep(0.2)
+    replacement = await LiveSocket.open(two.url(), token=secret)
+    assert replacement.accepted  # a normal close frees the slot at once
+    assert (await LiveSocket.open(two.url(), token=secret)).status == 403
+    await asyncio.sleep(3)  # held stays counted while its worker refreshes it
+    assert (await LiveSocket.open(two.url(), token=secret)).status == 403
+    one.kill()  # held's worker dies without closing anything
+    started = time.monotonic()
+    while (await LiveSocket.open(two.url(), token=secret)).status == 403:
+        assert time.monotonic() - started < 4, "a dead worker's slot must free within the TTL"
+        await asyncio.sleep(0.25)
+    await replacement.close()
+
+
+async def test_block_disconnect_and_unblock(daphne_server, redis, secret_for, make_user):
+    server = daphne_server(redis=redis)
+    secret = await secret_for("mallory")
+    live = await LiveSocket.open(server.url(), token=secret)
+    assert live.accepted
+
+    def wsratelimit(*args):
+        out = io.StringIO()
+        call_command("wsratelimit", *args, stdout=out)
+        return out.getvalue()
+
+    await database_sync_to_async(wsratelimit)("block", "user:mallory", "--for", "1h",
+                                              "--reason", "spam", "--disconnect")
+    assert await live.close_code() == 4403
+    assert (await LiveSocket.open(server.url(), token=secret)).status == 403
+    assert "banned refused: spam" in server.output()
+    await database_sync_to_async(wsratelimit)("unblock", "user:mallory")
+    again = await LiveSocket.open(server.url(), token=secret)
+    assert again.accepted
+    await again.close()
+
+
+@pytest.mark.parametrize("fail_mode", ["closed", "open"])
+async def test_redis_outage_and_recovery(daphne_server, redis, secret_for, fail_mode):
+    server = daphne_server(redis=redis, wsops={"FAIL_MODE": fail_mode},
+                           env={"WSOPS_TEST_LAYER": "memory"})
+    secret = await secret_for()
+    survivor = await LiveSocket.open(server.url(), token=secret)
+    assert survivor.accepted
+    redis.kill()
+    for _ in range(3):
+        attempt = await LiveSocket.open(server.url(), token=secret)
+        if fail_mode == "closed":
+            assert attempt.accepted and await attempt.close_code() == 1013
+        else:
+            assert attempt.accepted
+            await attempt.send_json({"action": "echo", "text": "degraded"})
+            assert (await attempt.recv_json())["text"] == "degraded"
+            await attempt.close()
+    await survivor.send_json({"action": "echo", "text": "still open"})
+    assert (await survivor.recv_json())["text"] == "still open"
+    redis.start()
+    recovered = await LiveSocket.open(server.url(), token=secret)
+    assert recovered.accepted
+    await recovered.send_json({"action": "echo", "text": "back"})
+    assert (await recovered.recv_json())["text"] == "back"
+    await recovered.close()
+    await survivor.close()
+    log = server.output()
+    assert server.process.poll() is None, "the worker must not crash"
+    assert log.count("is unreachable") == 1 and log.count("is reachable again") == 1

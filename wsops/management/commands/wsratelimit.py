@@ -1,0 +1,210 @@
+"""``manage.py wsratelimit``: live rate-limit counters, connection counts and bans in Redis."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.contrib.auth import get_user_model
+
+from wsops import codes, ratelimit, signals, store
+from wsops.management.base import WsopsCommand
+from wsops.models import WebSocketToken
+from wsops.ratelimit import Identity
+from wsops.remote import disconnect_groups, ident_group
+from wsops.units import FINITE_DURATION_HELP, format_duration, parse_duration
+
+IDENT_HELP = "ip:1.2.3.4, user:42 (or user:USERNAME) or token:wst_ab12cd34"
+
+
+class Command(WsopsCommand):
+    help = (
+        "Inspect and operate the live rate limits in Redis: counters (used/limit, seconds "
+        "to reset), live connections per user/ip, and bans. Reads with SCAN, never KEYS."
+    )
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+        show = sub.add_parser("show", help="Every live counter, connection count and ban.")
+        show.add_argument("--scope", help="Only this scope (connect, message, user_message, "
+                                          "action.NAME, connections, bans).")
+        show.add_argument("--ident", help=f"Only this identity: {IDENT_HELP}.")
+        show.add_argument("--json", action="store_true", help="Print JSON.")
+
+        top = sub.add_parser("top", help="The heaviest identities now.")
+        top.add_argument("-n", type=int, default=20, dest="limit", help="How many (default 20).")
+        top.add_argument("--scope", help="Only this scope.")
+        top.add_argument("--watch", action="store_true", help="Redraw until Ctrl-C.")
+        top.add_argument("--interval", type=float, default=2.0, help="Seconds between redraws.")
+        top.add_argument("--count", type=int, default=0,
+                         help="With --watch: stop after this many redraws (0: until Ctrl-C).")
+        top.add_argument("--json", action="store_true", help="Print JSON (no --watch).")
+
+        reset = sub.add_parser("reset", help="Forget the counters of an identity.")
+        reset.add_argument("ident", help=IDENT_HELP)
+        reset.add_argument("--scope", help="Only this scope.")
+
+        block = sub.add_parser("block", help="Refuse new connections of an identity (4403).")
+        block.add_argument("ident", help=IDENT_HELP)
+        block.add_argument("--for", dest="duration", required=True,
+                           help=f"How long: {FINITE_DURATION_HELP}.")
+        block.add_argument("--reason", default="", help="Shown in events and in 'show'.")
+        block.add_argument("--disconnect", action="store_true",
+                           help="Also close its live sockets on every worker.")
+
+        unblock = sub.add_parser("unblock", help="Lift a ban.")
+        unblock.add_argument("ident", help=IDENT_HELP)
+
+    def handle(self, *args, subcommand: str, **options):
+        url = store.redis_url()
+        if not url:
+            self.fail("no shared Redis is configured (set WSOPS['REDIS_URL'] or WSOPS['CACHE']); "
+                      "without it limits live in each worker's memory and cannot be inspected")
+        client = store.sync_client(timeout=2.0)
+        try:
+            client.ping()
+        except store.store_errors() as error:
+            self.fail(f"cannot reach Redis at {store.masked(url)} ({type(error).__name__}: "
+                      f"{error})")
+        try:
+            getattr(self, "handle_" + subcommand)(client, **options)
+        except store.store_errors() as error:
+            self.fail(f"Redis at {store.masked(url)} failed: {type(error).__name__}: {error}")
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _identity(self, text: str) -> Identity:
+        try:
+            identity = ratelimit.parse_identity(text)
+        except ValueError as error:
+            self.fail(str(error))
+        if identity.kind == "user" and not identity.id.isdigit():
+            model = get_user_model()
+            try:
+                user = model._default_manager.get_by_natural_key(identity.id)
+            except model.DoesNotExist:
+                self.fail(f"unknown user {identity.id!r}")
+            return Identity("user", str(user.pk))
+        if identity.kind == "token" and len(identity.id) != 12:
+            matches = list(WebSocketToken.objects.filter(prefix__startswith=identity.id)
+                           .values_list("prefix", flat=True)[:5])
+            if len(matches) != 1:
+                self.fail(f"token prefix {identity.id!r} matches {len(matches)} tokens; "
+                          "give the 12-character prefix shown by 'wstokens list'")
+            return Identity("token", matches[0])
+        return identity
+
+    def _progress(self, scanned: int) -> None:
+        self.stderr.write(f"\rscanning Redis: {scanned:,} keys examined...", ending="")
+
+    # --- subcommands -------------------------------------------------------------------
+
+    def handle_show(self, client: Any, scope: str | None, ident: str | None, json: bool,
+                    **_: Any) -> None:
+        identity = self._identity(ident) if ident else None
+        data = ratelimit.snapshot(client, scope=scope, identity=identity,
+                                  progress=self._progress)
+        if json:
+            return self.write_json(data)
+        self._print_snapshot(data)
+
+    def _print_snapshot(self, data: dict[str, list[dict[str, Any]]]) -> None:
+        self.stdout.write(self.style.SUCCESS(f"Rate counters ({len(data['counters'])})"))
+        if data["counters"]:
+            self.write_table(
+                ["SCOPE", "IDENTITY", "USED", "LIMIT", "PERIOD", "RESETS IN"],
+                [[c["scope"], f"{c['kind']}:{c['id']}", c["used"], c["limit"],
+                  format_duration(c["period"]), f"{c['reset_in']:.1f}s"]
+                 for c in sorted(data["counters"], key=lambda c: -c["used"] / c["limit"])],
+            )
+        self.stdout.write(self.style.SUCCESS(f"Live connections ({len(data['connections'])})"))
+        if data["connections"]:
+            self.write_table(["IDENTITY", "LIVE", "CAP"],
+                             [[f"{c['kind']}:{c['id']}", c["live"], c["cap"] or "-"]
+                              for c in sorted(data["connections"], key=lambda c: -c["live"])])
+        self.stdout.write(self.style.SUCCESS(f"Bans ({len(data['bans'])})"))
+        if data["bans"]:
+            self.write_table(["IDENTITY", "REASON", "EXPIRES IN"],
+                             [[f"{b['kind']}:{b['id']}", b["reason"] or "-",
+                               format_duration(b["expires_in"])] for b in data["bans"]])
+
+    def _heaviest(self, client: Any, scope: str | None, limit: int) -> list[dict[str, Any]]:
+        data = ratelimit.snapshot(client, scope=scope, progress=self._progress)
+        load: dict[str, dict[str, Any]] = {}
+        for counter in data["counters"]:
+            key = f"{counter['kind']}:{counter['id']}"
+            entry = load.setdefault(key, {"identity": key, "load": 0.0, "scopes": {},
+                                          "connections": 0})
+            share = counter["used"] / counter["limit"]
+            entry["scopes"][counter["scope"]] = f"{counter['used']}/{counter['limit']}"
+            entry["load"] = max(entry["load"], share)
+        for live in data["connections"]:
+            key = f"{live['kind']}:{live['id']}"
+            entry = load.setdefault(key, {"identity": key, "load": 0.0, "scopes": {},
+                                          "connections": 0})
+            entry["connections"] = live["live"]
+            if live["cap"]:
+                entry["load"] = max(entry["load"], live["live"] / live["cap"])
+        ranked = sorted(load.values(), key=lambda e: (-e["load"], -e["connections"]))
+        return ranked[:limit]
+
+    def handle_top(self, client: Any, limit: int, scope: str | None, watch: bool,
+                   interval: float, count: int, json: bool, **_: Any) -> None:
+        if limit < 1:
+            self.fail("-n must be at least 1")
+        if json:
+            return self.write_json(self._heaviest(client, scope, limit))
+        redraws = 0
+        try:
+            while True:
+                rows = self._heaviest(client, scope, limit)
+                if watch:
+                    self.stdout.write("\033[H\033[J", ending="")
+                    self.stdout.write(f"wsratelimit top (every {interval:g}s, Ctrl-C to stop) "
+                                      f"{time.strftime('%H:%M:%S')}")
+                self.write_table(
+                    ["IDENTITY", "LOAD", "CONNECTIONS", "SCOPES"],
+                    [[r["identity"], f"{r['load']:.0%}", r["connections"],
+                      " ".join(f"{s}={v}" for s, v in r["scopes"].items()) or "-"] for r in rows],
+                ) if rows else self.stdout.write("No live counters.")
+                redraws += 1
+                if not watch or (count and redraws >= count):
+                    return
+                self.stdout.flush()
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            self.stdout.write("")
+
+    def handle_reset(self, client: Any, ident: str, scope: str | None, **_: Any) -> None:
+        identity = self._identity(ident)
+        deleted = ratelimit.reset(client, identity, scope)
+        self.stdout.write(f"Reset {deleted} counter(s) of {identity}.")
+
+    def handle_block(self, client: Any, ident: str, duration: str, reason: str,
+                     disconnect: bool, **_: Any) -> None:
+        identity = self._identity(ident)
+        try:
+            seconds = parse_duration(duration, allow_never=False)
+        except ValueError as error:
+            self.fail(f"invalid --for {duration!r}: {error}")
+        ratelimit.ban(client, identity, seconds, reason)
+        self.stdout.write(f"Blocked {identity} for {format_duration(seconds)}"
+                          + (f" ({reason})" if reason else "") + ".")
+        if disconnect:
+            failure = async_to_sync(disconnect_groups)(
+                [ident_group(identity.kind, identity.id)], reason=reason or "banned",
+                code=codes.FORBIDDEN, kind=signals.BANNED)
+            if failure:
+                self.stderr.write(f"Blocked, but live sockets could not be closed: {failure}")
+                sys.exit(1)
+            self.stdout.write("Asked every worker to close its live sockets (4403).")
+
+    def handle_unblock(self, client: Any, ident: str, **_: Any) -> None:
+        identity = self._identity(ident)
+        if ratelimit.unban(client, identity):
+            self.stdout.write(f"Unblocked {identity}.")
+        else:
+            self.stdout.write(f"{identity} was not blocked.")
