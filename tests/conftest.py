@@ -30,10 +30,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 def require_tool(name: str) -> str:
     """The path of a required executable; fail under CI, skip locally, when missing."""
-    path = shutil.which(name) or (
-        str(Path(sys.executable).parent / name)
-        if (Path(sys.executable).parent / name).exists() else None
-    )
+    search = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent),
+                              "/usr/sbin", "/usr/local/sbin"])
+    path = shutil.which(name, path=search)
     if path is None:
         message = f"{name} is not installed (install it: .ci/run shows how)"
         if IN_CI:

@@ -1,0 +1,8 @@
+"""``wsdeploy``: production configs rendered from ``deploy_templates/``.
+
+- ``context``: the values (command options, then settings, then defaults) and their checks.
+- ``templates``: the template engine (a project's own templates dirs first).
+- ``nginx``: version detection and ``nginx -t`` in a throwaway prefix.
+- ``certs``: throwaway CA and leaf certificates (checks and tests).
+- ``output``: atomic writes, no overwrite without ``--force``, diffs.
+"""

@@ -1,0 +1,106 @@
+"""nginx on this machine: its version, and ``nginx -t`` on a generated site file.
+
+The check runs nginx in a throwaway prefix (its own pid, error log, temp paths
+and a minimal nginx.conf that includes the site), so it needs neither root nor
+/etc/nginx. ``nginx -t`` binds the listen ports and opens the certificates:
+the throwaway copy uses free high ports and its own log directory, and a
+throwaway certificate where the real one does not exist yet (before certbot).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .context import DeployContext
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None)
+
+
+def installed_version(binary: str | None = None) -> tuple[int, int, int] | None:
+    binary = binary or find_nginx()
+    if not binary:
+        return None
+    result = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", result.stderr + result.stdout)
+    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def minimal_conf(prefix: Path, site: Path, run_as: str | None = None) -> str:
+    """An nginx.conf that only includes ``site``, with every path under ``prefix``."""
+    temp = prefix / "temp"
+    user = f"user {run_as};\n" if run_as else ""
+    return f"""{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+# Lets a reload finish instead of holding old WebSockets (and certificates) forever.
+worker_shutdown_timeout 30s;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    include {site};
+}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    output: str
+    notes: list[str]
+
+    @property
+    def error_line(self) -> str:
+        """nginx's own first error, without its timestamp and pid."""
+        lines = [ln for ln in self.output.splitlines() if "[emerg]" in ln or "[error]" in ln]
+        line = lines[0] if lines else (self.output.strip().splitlines() or [""])[-1]
+        return re.sub(r"^[\d/]+ [\d:]+ (\[\w+\]) \d+#\d+: ", r"\1 ", line)
+
+
+def check(context: DeployContext, render_site: object) -> CheckResult:
+    """Render the site for a throwaway prefix and run ``nginx -t`` on it."""
+    binary = find_nginx()
+    if binary is None:
+        return CheckResult(False, "nginx is not installed (Debian: apt-get install nginx-light)",
+                           [])
+    from .certs import write_throwaway_pair
+
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="wsops-nginx-check-") as tmp:
+        prefix = Path(tmp)
+        (prefix / "temp").mkdir()
+        (prefix / "logs").mkdir()
+        trial = replace(context, http_port=_free_port(), https_port=_free_port(),
+                        log_dir=str(prefix / "logs"))
+        if not (Path(context.cert).exists() and Path(context.key).exists()):
+            cert, key = write_throwaway_pair(prefix, context.domains)
+            trial = replace(trial, cert=str(cert), key=str(key))
+            notes.append(f"{context.cert} does not exist yet: checked with a throwaway "
+                         "certificate")
+        site = prefix / "site.conf"
+        site.write_text(render_site(trial))  # type: ignore[operator]
+        conf = prefix / "nginx.conf"
+        conf.write_text(minimal_conf(prefix, site))
+        result = subprocess.run([binary, "-t", "-q", "-p", str(prefix), "-c", str(conf)],
+                                capture_output=True, text=True, timeout=30)
+        output = (result.stderr + result.stdout).replace(str(prefix), "<check>")
+        return CheckResult(result.returncode == 0, output, notes)
