@@ -15,8 +15,14 @@ $(VENV)/.installed-demo: $(BIN)/activate setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/activate setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,certbot]"
 	touch $@ $(VENV)/.installed-demo
+
+# sslyze (AGPL, test-only) pins another cryptography than certbot: its own venv.
+SSLYZE_VENV := .venv-sslyze
+$(SSLYZE_VENV)/bin/sslyze:
+	$(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install --quiet "sslyze>=6,<7"
 
 ## Serve the example chat on http://127.0.0.1:$(PORT)/ (SQLite, in-memory layer, no Redis).
 demo: $(VENV)/.installed-demo
@@ -25,7 +31,7 @@ demo: $(VENV)/.installed-demo
 	cd example && ../$(BIN)/daphne -b 127.0.0.1 -p $(PORT) chatproject.asgi:application
 
 ## Run the whole suite (starts its own redis-server, daphne and nginx).
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(SSLYZE_VENV)/bin/sslyze
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
@@ -36,4 +42,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info example/db.sqlite3 .pytest_cache
+	rm -rf $(VENV) $(SSLYZE_VENV) build dist *.egg-info example/db.sqlite3 .pytest_cache
