@@ -1,1 +1,22 @@
-"""``wssecure check``: audit rules, registered with Django's system-check framework."""
+"""``wssecure check``: audit rules, also registered with Django's system-check framework.
+
+- ``rules``: settings and ASGI-chain rules (``manage.py check`` / ``check --deploy``).
+- ``asgi``: walks the real ASGI application into a per-route table.
+- ``nginx``: rules for a deployed nginx config (``--nginx-conf``).
+- ``certs``: rules for a certificate chain and key (``--cert``, ``--key``).
+- ``live``: one-line facts about the configured Redis servers (``--live``).
+"""
+
+from django.core.checks import Tags, register
+
+from . import rules
+
+
+@register(Tags.security)
+def wsops_checks(app_configs, **kwargs):
+    return rules.run(rules.SETTINGS_RULES)
+
+
+@register(Tags.security, deploy=True)
+def wsops_deploy_checks(app_configs, **kwargs):
+    return rules.run(rules.ASGI_RULES + rules.DEPLOY_RULES)

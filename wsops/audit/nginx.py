@@ -1,0 +1,265 @@
+"""Rules for a deployed nginx configuration, parsed with crossplane (includes followed).
+
+nginx inheritance is modelled where it matters: ``ssl_*``, ``server_tokens`` and
+``access_log`` fall back from location to server to http; ``add_header`` and
+``proxy_set_header`` are inherited only by a block that sets none of its own.
+A WebSocket location is the location nginx would pick for a WebSocket route's
+URL prefix (longest prefix match), so a catch-all ``location /`` is judged too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import crossplane
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+
+OLD_PROTOCOLS = {"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"}
+NGINX_DEFAULT_PROTOCOLS = "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3"  # before nginx 1.23.4
+WEAK_CIPHER_PARTS = ("RC4", "DES", "MD5", "NULL", "EXPORT", "EXP-", "ANULL", "ENULL", "ADH",
+                     "AECDH", "PSK", "SEED", "IDEA")
+QUERY_VARIABLES = re.compile(r"\$(request|request_uri|args|query_string|arg_\w+)\b")
+PING_INTERVAL = 20  # daphne's default keepalive ping, seconds
+
+
+class ConfigError(Exception):
+    """The file cannot be read or parsed (a usage error for the command)."""
+
+
+@dataclass
+class Block:
+    """A directive with its file and line, and (for blocks) its children."""
+
+    name: str
+    args: list[str]
+    file: str
+    line: int
+    children: list[Block] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def all(self, name: str) -> list[Block]:
+        return [c for c in self.children if c.name == name]
+
+    def first(self, name: str) -> Block | None:
+        found = self.all(name)
+        return found[-1] if found else None
+
+
+def parse(path: str) -> Block:
+    """The whole configuration as one tree, include files inlined."""
+    payload = crossplane.parse(path, check_ctx=False, check_args=False, comments=False)
+    configs = payload["config"]
+    if not configs:
+        raise ConfigError(f"cannot read {path}")
+    if configs[0].get("errors") and not configs[0].get("parsed"):
+        raise ConfigError(f"cannot parse {path}: {configs[0]['errors'][0]['error']}")
+    for config in configs:
+        for error in config.get("errors", []):
+            if "No such file" in error.get("error", "") and config is configs[0]:
+                raise ConfigError(error["error"])
+
+    def build(directives: list[dict[str, Any]], file: str) -> list[Block]:
+        blocks: list[Block] = []
+        for item in directives:
+            if item["directive"] == "include" and "includes" in item:
+                for index in item["includes"]:
+                    included = configs[index]
+                    blocks.extend(build(included.get("parsed", []), included["file"]))
+                continue
+            blocks.append(Block(item["directive"], item.get("args", []), file, item["line"],
+                                build(item.get("block", []), file)))
+        return blocks
+
+    return Block("main", [], configs[0]["file"], 0, build(configs[0].get("parsed", []),
+                                                          configs[0]["file"]))
+
+
+@dataclass
+class Server:
+    block: Block
+    http: Block
+
+    @property
+    def tls(self) -> bool:
+        return any("ssl" in listen.args for listen in self.block.all("listen"))
+
+    @property
+    def names(self) -> list[str]:
+        return [n for d in self.block.all("server_name") for n in d.args]
+
+    def setting(self, name: str, location: Block | None = None) -> Block | None:
+        """The effective single-valued directive (location -> server -> http)."""
+        for scope in (location, self.block, self.http):
+            if scope is not None and (found := scope.first(name)) is not None:
+                return found
+        return None
+
+    def inherited_all(self, name: str, location: Block | None = None) -> list[Block]:
+        """Array directives (add_header, proxy_set_header): the nearest level that has any."""
+        for scope in (location, self.block, self.http):
+            if scope is not None and scope.all(name):
+                return scope.all(name)
+        return []
+
+    def location_for(self, uri: str) -> Block | None:
+        """The prefix location nginx picks for ``uri`` (regex locations are not modelled)."""
+        best, best_length = None, -1
+        for location in (b for b in _walk(self.block) if b.name == "location"):
+            prefix = location.args[-1] if location.args else ""
+            modifier = location.args[0] if len(location.args) == 2 else ""
+            if modifier in ("~", "~*"):
+                continue
+            matches = uri == prefix if modifier == "=" else uri.startswith(prefix)
+            if matches and len(prefix) > best_length:
+                best, best_length = location, len(prefix)
+        return best
+
+
+def servers(root: Block) -> list[Server]:
+    result = []
+    http_blocks = root.all("http") or [root]  # a site file is the inside of http {}
+    for http in http_blocks:
+        for server in http.all("server"):
+            result.append(Server(server, http))
+    return result
+
+
+def _seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+)(ms|s|m|h|d)?", value):
+        total += int(amount) * units.get(unit or "s", 1)
+    return total
+
+
+def _header_names(directives: list[Block]) -> dict[str, Block]:
+    return {d.args[0].lower(): d for d in directives if d.args}
+
+
+def check_tls(server: Server) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    protocols = server.setting("ssl_protocols")
+    enabled = protocols.args if protocols else NGINX_DEFAULT_PROTOCOLS.split()
+    old = sorted(OLD_PROTOCOLS.intersection(enabled))
+    where = protocols.where if protocols else server.block.where
+    if old:
+        messages.append(Error(
+            f"{where}: TLS server enables {', '.join(old)}"
+            + ("" if protocols else " (nginx's default: ssl_protocols is not set)") + ".",
+            hint="ssl_protocols TLSv1.2 TLSv1.3; (wsdeploy nginx renders Mozilla's profiles)",
+            id="wsops.E101"))
+    ciphers = server.setting("ssl_ciphers")
+    if ciphers and ciphers.args:
+        weak = [c for c in ciphers.args[0].split(":") if c and c[0] not in "!-"
+                and any(part in c.upper() for part in WEAK_CIPHER_PARTS)]
+        if weak:
+            messages.append(Error(f"{ciphers.where}: weak ciphers enabled: {', '.join(weak)}.",
+                                  hint="Use Mozilla's intermediate cipher list (ECDHE + AEAD).",
+                                  id="wsops.E102"))
+    headers = _header_names(server.inherited_all("add_header"))
+    if "strict-transport-security" not in headers:
+        messages.append(Warning(f"{server.block.where}: TLS server sends no "
+                                "Strict-Transport-Security header.",
+                                hint='add_header Strict-Transport-Security "max-age=63072000; '
+                                     'includeSubDomains" always;', id="wsops.W101"))
+    return messages
+
+
+def check_websocket_location(server: Server, prefix: str,
+                             log_formats: dict[str, str]) -> list[CheckMessage]:
+    location = server.location_for(prefix)
+    if location is None or not (location.first("proxy_pass") or location.first("uwsgi_pass")):
+        return []
+    messages: list[CheckMessage] = []
+    headers = _header_names(server.inherited_all("proxy_set_header", location))
+    version = server.setting("proxy_http_version", location)
+    missing = [h for h in ("upgrade", "connection") if h not in headers]
+    if missing or version is None or version.args != ["1.1"]:
+        problems = [f"no proxy_set_header {h.title()}" for h in missing]
+        if version is None or version.args != ["1.1"]:
+            problems.append("proxy_http_version is not 1.1")
+        messages.append(Error(f"{location.where}: WebSocket location {prefix!r}: "
+                              f"{'; '.join(problems)}: the upgrade never reaches daphne.",
+                              hint="proxy_http_version 1.1; proxy_set_header Upgrade "
+                                   "$http_upgrade; proxy_set_header Connection "
+                                   "$connection_upgrade;", id="wsops.E103"))
+    access_log = server.setting("access_log", location)
+    if access_log is None or access_log.args[:1] != ["off"]:
+        format_name = access_log.args[1] if access_log and len(access_log.args) > 1 \
+            else "combined"
+        format_text = log_formats.get(format_name, "$request" if format_name == "combined"
+                                      else "")
+        if QUERY_VARIABLES.search(format_text):
+            where = access_log.where if access_log else location.where
+            messages.append(Warning(
+                f"{where}: the access log of WebSocket location {prefix!r} uses format "
+                f"{format_name!r}, which records query strings (tickets end up in logs).",
+                hint="Log $uri instead of $request (wsdeploy's wsops_ws format does).",
+                id="wsops.W103"))
+    timeout = server.setting("proxy_read_timeout", location)
+    if timeout is not None and _seconds(timeout.args[0]) <= PING_INTERVAL:
+        messages.append(Warning(
+            f"{timeout.where}: proxy_read_timeout {timeout.args[0]} is not longer than "
+            f"daphne's {PING_INTERVAL}s ping interval: idle sockets are cut.",
+            hint="proxy_read_timeout 60s; (above daphne's ping interval + timeout)",
+            id="wsops.W104"))
+    return messages
+
+
+def _covered(host: str, names: list[str]) -> bool:
+    for name in names:
+        if name == host or (name.startswith("*.") and host.endswith(name[1:])) or \
+                (name.startswith(".") and (host == name[1:] or host.endswith(name))):
+            return True
+    return False
+
+
+def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
+    root = parse(path)
+    messages: list[CheckMessage] = []
+    all_blocks = [root, *root.all("http")]
+    log_formats = {d.args[0]: " ".join(d.args[1:]) for b in all_blocks
+                   for d in b.all("log_format") if d.args}
+    for directive in _walk(root):
+        if directive.name == "proxy_set_header" and len(directive.args) == 2 and \
+                directive.args[0].lower() == "x-forwarded-for" and \
+                "$proxy_add_x_forwarded_for" in directive.args[1]:
+            messages.append(Warning(
+                f"{directive.where}: X-Forwarded-For appends to the client's own header: at "
+                "the edge a client can forge its address (and dodge per-IP limits and bans).",
+                hint="proxy_set_header X-Forwarded-For $remote_addr; at the edge proxy.",
+                id="wsops.W102"))
+    tls_servers = [s for s in servers(root) if s.tls]
+    for server in tls_servers:
+        messages.extend(check_tls(server))
+        for prefix in websocket_prefixes:
+            messages.extend(check_websocket_location(server, prefix, log_formats))
+        tokens = server.setting("server_tokens")
+        if tokens is None or tokens.args != ["off"]:
+            messages.append(Warning(f"{(tokens or server.block).where}: server_tokens is on: "
+                                    "responses reveal the nginx version.",
+                                    hint="server_tokens off;", id="wsops.W106"))
+    names = [n for s in tls_servers for n in s.names]
+    uncovered = [h for h in settings.ALLOWED_HOSTS if h not in ("*", "localhost", "127.0.0.1",
+                                                                "[::1]", "testserver")
+                 and not h.startswith(".") and not _covered(h, names)]
+    if tls_servers and uncovered:
+        messages.append(Warning(f"{path}: no TLS server_name covers ALLOWED_HOSTS "
+                                f"{', '.join(uncovered)}.",
+                                hint="Add them to server_name (wsdeploy nginx --domain).",
+                                id="wsops.W105"))
+    return messages
+
+
+def _walk(block: Block) -> list[Block]:
+    found = []
+    for child in block.children:
+        found.append(child)
+        found.extend(_walk(child))
+    return found

@@ -1,0 +1,330 @@
+"""Audit rules for settings and the ASGI chain, in the style of Django's security checks.
+
+Each rule is a small function returning a list of ``CheckMessage`` with a
+stable id. ``SETTINGS_RULES`` run for every ``manage.py check``; ``ASGI_RULES``
+and ``DEPLOY_RULES`` with ``check --deploy``; ``wssecure check`` always runs
+the first two and adds ``DEPLOY_RULES`` with ``--deploy``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Info, Warning
+
+from ..conf import get_settings
+from . import asgi
+
+DAPHNE_DEFAULT_MAX_MESSAGE = 1024 * 1024
+SAFE_CAPACITY, SAFE_EXPIRY = 1000, 120
+
+Rule = Callable[[], list[CheckMessage]]
+
+
+def _routes() -> list[asgi.Route] | CheckMessage:
+    try:
+        return asgi.walk(asgi.load_application())
+    except Exception as error:  # any import-time failure of the user's project
+        return Error(
+            f"ASGI_APPLICATION {getattr(settings, 'ASGI_APPLICATION', None)!r} cannot be "
+            f"loaded: {type(error).__name__}: {error}",
+            hint="Point ASGI_APPLICATION at your ProtocolTypeRouter, e.g. "
+                 "'project.asgi.application'.",
+            id="wsops.E008",
+        )
+
+
+def _uses_cookie_auth() -> bool:
+    return "cookie" in get_settings().TOKEN_TRANSPORTS
+
+
+def _origins_derived() -> bool:
+    return get_settings().ALLOWED_ORIGINS is None
+
+
+def _is_local(url: str) -> bool:
+    parts = urlsplit(url if "://" in url else f"redis://{url}")
+    if parts.scheme == "unix":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redis_hosts(layer: dict[str, Any]) -> list[str]:
+    hosts = []
+    for host in (layer.get("CONFIG") or {}).get("hosts", []):
+        if isinstance(host, dict):
+            hosts.append(host.get("address", ""))
+        elif isinstance(host, (list, tuple)):
+            hosts.append(f"redis://{host[0]}:{host[1]}")
+        else:
+            hosts.append(str(host))
+    return hosts
+
+
+# --- rules that hold in every environment ---------------------------------------------
+
+
+def check_asgi_routes() -> list[CheckMessage]:
+    routes = _routes()
+    if isinstance(routes, CheckMessage):
+        return [routes]
+    messages: list[CheckMessage] = []
+    for route in routes:
+        where = f"WebSocket route {route.pattern or '(root)'!r} ({route.consumer or 'unknown'})"
+        if not route.origin_check:
+            messages.append(Error(
+                f"{where} has no origin check: any web page can open it with the visitor's "
+                "cookies (cross-site WebSocket hijacking).",
+                hint="Wrap the websocket router in wsops.middleware.SecureWebsocketStack "
+                     "(or OriginGuard / Channels' AllowedHostsOriginValidator).",
+                id="wsops.E001"))
+        if not route.auth:
+            messages.append(Info(
+                f"{where} has no authentication middleware; every socket is anonymous.",
+                hint="Use SecureWebsocketStack (token, ticket and session auth) if the "
+                     "consumer needs to know the user.",
+                id="wsops.I002"))
+        if not route.throttle:
+            messages.append(Warning(
+                f"{where} has no connect throttle or connection cap.",
+                hint="SecureWebsocketStack adds ConnectThrottle and ConnectionRegistry.",
+                id="wsops.W015"))
+    return messages
+
+
+def check_origin_wildcard() -> list[CheckMessage]:
+    if "*" in (get_settings().ALLOWED_ORIGINS or ()):
+        return [Error("WSOPS['ALLOWED_ORIGINS'] contains '*': every site may open sockets "
+                      "with your users' cookies.",
+                      hint="List your own origins, e.g. ['https://app.example.com'].",
+                      id="wsops.E003")]
+    return []
+
+
+def check_rates() -> list[CheckMessage]:
+    conf = get_settings()
+    missing = [scope for scope in ("connect", "message") if conf.rate(scope) is None]
+    if missing:
+        return [Warning(f"WSOPS['RATES'] has no {' or '.join(missing)} rate: one client can "
+                        "open sockets or send messages as fast as the server accepts them.",
+                        hint='Set e.g. RATES = {"connect": "30/m", "message": "20/s"}.',
+                        id="wsops.W008")]
+    return []
+
+
+def check_message_size() -> list[CheckMessage]:
+    size = get_settings().MAX_MESSAGE_BYTES
+    if size > DAPHNE_DEFAULT_MAX_MESSAGE:
+        return [Warning(f"WSOPS['MAX_MESSAGE_BYTES'] = {size} is above daphne's default "
+                        f"message limit ({DAPHNE_DEFAULT_MAX_MESSAGE}): daphne refuses such "
+                        "messages first, and a large cap lets one client make the worker "
+                        "buffer megabytes.",
+                        hint="Keep it at 64 KiB or what your messages need, and pass the same "
+                             "value to daphne --websocket-max-message-size (wsdeploy daphne "
+                             "does).",
+                        id="wsops.W009")]
+    return []
+
+
+def check_query_tokens() -> list[CheckMessage]:
+    if "query_token" in get_settings().TOKEN_TRANSPORTS:
+        return [Warning("WSOPS['TOKEN_TRANSPORTS'] allows long-lived tokens in the query "
+                        "string: URLs end up in access logs, proxies and browser history.",
+                        hint="Remove 'query_token'; browsers should use single-use tickets "
+                             "(?ticket= or the subprotocol).",
+                        id="wsops.W010")]
+    return []
+
+
+def check_token_ttl() -> list[CheckMessage]:
+    if get_settings().TOKEN_TTL is None:
+        return [Warning("WSOPS['TOKEN_TTL'] is 'never': a leaked token works forever unless "
+                        "someone notices and revokes it.",
+                        hint='Give tokens a lifetime (e.g. "90d") and rotate them with '
+                             "`wstokens rotate`.",
+                        id="wsops.W011")]
+    return []
+
+
+def check_fail_mode() -> list[CheckMessage]:
+    if get_settings().FAIL_MODE == "open":
+        return [Info("WSOPS['FAIL_MODE'] is 'open': while Redis is unreachable new sockets "
+                     "are admitted without rate limits, caps or bans.",
+                     hint="Intended for availability-first services; 'closed' refuses them "
+                          "with 1013 instead.",
+                     id="wsops.I001")]
+    return []
+
+
+def check_channel_layer_bounds() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
+        if "channels_redis" not in layer.get("BACKEND", ""):
+            continue
+        config = layer.get("CONFIG") or {}
+        capacity, expiry = config.get("capacity", 100), config.get("expiry", 60)
+        if capacity > SAFE_CAPACITY or expiry > SAFE_EXPIRY:
+            messages.append(Warning(
+                f"CHANNEL_LAYERS[{alias!r}] keeps up to {capacity} messages for {expiry}s per "
+                "channel: one slow or stalled client makes Redis hold all of them.",
+                hint=f"Set CONFIG capacity <= {SAFE_CAPACITY} and expiry <= {SAFE_EXPIRY} "
+                     "(wsops' own events need only a few).",
+                id="wsops.W007"))
+    return messages
+
+
+# --- deployment rules (manage.py check --deploy) ----------------------------------------
+
+
+def check_debug() -> list[CheckMessage]:
+    if settings.DEBUG:
+        return [Warning("DEBUG is True: origins are derived with http:// and any port, and "
+                        "errors reveal your code.",
+                        hint="Set DEBUG = False in production.", id="wsops.W001")]
+    return []
+
+
+def check_allowed_hosts_star() -> list[CheckMessage]:
+    if _origins_derived() and "*" in settings.ALLOWED_HOSTS:
+        return [Error("ALLOWED_HOSTS contains '*' and WSOPS['ALLOWED_ORIGINS'] is derived from "
+                      "it: the origin check allows every site (no CSWSH protection).",
+                      hint="List your host names in ALLOWED_HOSTS, or set "
+                           "WSOPS['ALLOWED_ORIGINS'] explicitly.",
+                      id="wsops.E002")]
+    return []
+
+
+def check_http_origins() -> list[CheckMessage]:
+    plain = [o for o in get_settings().ALLOWED_ORIGINS or () if o.startswith("http://")]
+    if plain:
+        return [Warning(f"WSOPS['ALLOWED_ORIGINS'] allows plain-http origins {plain}: a "
+                        "network attacker can inject a page on them.",
+                        hint="Allow only https:// origins in production.", id="wsops.W002")]
+    return []
+
+
+def check_cookie_flags() -> list[CheckMessage]:
+    if not _uses_cookie_auth():
+        return []
+    messages: list[CheckMessage] = []
+    if not getattr(settings, "SESSION_COOKIE_SECURE", False):
+        messages.append(Warning(
+            "Sockets authenticate with the session cookie but SESSION_COOKIE_SECURE is False: "
+            "the cookie also travels over plain http.",
+            hint="Set SESSION_COOKIE_SECURE = True.", id="wsops.W003"))
+    if not getattr(settings, "CSRF_COOKIE_SECURE", False):
+        messages.append(Warning(
+            "CSRF_COOKIE_SECURE is False: the CSRF cookie guarding POST ticket/ also travels "
+            "over plain http.", hint="Set CSRF_COOKIE_SECURE = True.", id="wsops.W004"))
+    if getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax") in (None, "None", False):
+        messages.append(Error(
+            "SESSION_COOKIE_SAMESITE is None while sockets authenticate with the session "
+            "cookie: every cross-site request carries it.",
+            hint="Use 'Lax' (Django's default) or 'Strict'.", id="wsops.E004"))
+    return messages
+
+
+def check_in_memory_layer() -> list[CheckMessage]:
+    if settings.DEBUG:
+        return []
+    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
+        if layer.get("BACKEND", "").endswith("InMemoryChannelLayer"):
+            return [Error(f"CHANNEL_LAYERS[{alias!r}] is the InMemoryChannelLayer: groups, "
+                          "broadcasts and remote disconnects do not cross workers.",
+                          hint="Use channels_redis.core.RedisChannelLayer in production.",
+                          id="wsops.E005")]
+    return []
+
+
+def check_redis_layer_security() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
+        if "channels_redis" not in layer.get("BACKEND", ""):
+            continue
+        for host in _redis_hosts(layer):
+            if _is_local(host):
+                continue
+            parts = urlsplit(host)
+            if not parts.password:
+                messages.append(Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] connects to {parts.hostname} without a "
+                    "password: anyone on that network can read and inject channel messages.",
+                    hint="Set requirepass (or ACL users) and put the password in the URL.",
+                    id="wsops.W005"))
+            if parts.scheme != "rediss":
+                messages.append(Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] connects to {parts.hostname} without TLS.",
+                    hint="Use a rediss:// URL when Redis is not on this host.",
+                    id="wsops.W006"))
+    return messages
+
+
+def check_shared_rate_storage() -> list[CheckMessage]:
+    if settings.DEBUG:
+        return []
+    conf = get_settings()
+    if conf.CACHE:
+        backend = settings.CACHES[conf.CACHE]["BACKEND"]
+        if backend.endswith(("LocMemCache", "DummyCache")):
+            return [Error(f"WSOPS['CACHE'] = {conf.CACHE!r} is a {backend.rsplit('.', 1)[-1]}: "
+                          "rate limits, caps and bans would live in each worker.",
+                          hint="Point WSOPS['CACHE'] at a django-redis cache, or set "
+                               "WSOPS['REDIS_URL'].",
+                          id="wsops.E006")]
+        return []
+    if not conf.REDIS_URL:
+        return [Error("WSOPS has neither REDIS_URL nor CACHE: rate limits, connection caps, "
+                      "bans and ticket single-use are per process, so N workers allow N times "
+                      "the limits and revocation is not shared.",
+                      hint="Set WSOPS['REDIS_URL'] = 'redis://...'.", id="wsops.E006")]
+    return []
+
+
+def check_proxy_settings() -> list[CheckMessage]:
+    proxies = get_settings().TRUSTED_PROXIES
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header and not proxies:
+        return [Warning("SECURE_PROXY_SSL_HEADER says there is a proxy, but "
+                        "WSOPS['TRUSTED_PROXIES'] is empty: unless daphne runs with "
+                        "--proxy-headers, per-IP limits and bans see only the proxy's address.",
+                        hint="List your proxies (or 'unix' for a unix-socket peer) in "
+                             "TRUSTED_PROXIES, or run daphne with --proxy-headers behind an "
+                             "nginx that overwrites X-Forwarded-For.",
+                        id="wsops.W012")]
+    if proxies and not proxy_header:
+        return [Warning("WSOPS['TRUSTED_PROXIES'] is set but SECURE_PROXY_SSL_HEADER is not: "
+                        "behind a TLS-terminating proxy Django cannot tell https requests.",
+                        hint="SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https').",
+                        id="wsops.W013")]
+    return []
+
+
+SETTINGS_RULES: list[Rule] = [
+    check_origin_wildcard, check_rates, check_message_size, check_query_tokens,
+    check_token_ttl, check_fail_mode, check_channel_layer_bounds,
+]
+# Imports the project's ASGI application: run by `wssecure check` and `check --deploy`,
+# not by every management command.
+ASGI_RULES: list[Rule] = [check_asgi_routes]
+DEPLOY_RULES: list[Rule] = [
+    check_debug, check_allowed_hosts_star, check_http_origins, check_cookie_flags,
+    check_in_memory_layer, check_redis_layer_security, check_shared_rate_storage,
+    check_proxy_settings,
+]
+
+
+def run(rules: list[Rule]) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for rule in rules:
+        messages.extend(rule())
+    return messages
