@@ -72,7 +72,7 @@ end
 for i = 1, nrates do
   local arg = 4 + (i - 1) * 3
   local value = tostring(tats[i]) .. '|' .. ARGV[arg + 2] .. '|' .. ARGV[arg + 1]
-  redis.call('SET', KEYS[rate_start + i - 1], value, 'PX', math.ceil(tats[i] - now))
+  redis.call('SET', KEYS[rate_start + i - 1], value, 'PX', math.max(1, math.ceil(tats[i] - now)))
 end
 for i = 1, ncaps do
   redis.call('ZADD', KEYS[k + i - 1], now + ttl, member)
