@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 
 from . import tokens
 from .models import WebSocketToken
-from .remote import disconnect_groups
+from .remote import disconnect
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -48,9 +48,10 @@ class WebSocketTokenAdmin(admin.ModelAdmin):
     def revoke_and_disconnect(self, request, queryset):
         chosen = list(queryset)
         count = tokens.revoke(chosen)
-        failed = async_to_sync(disconnect_groups)(
-            [f"wsops.token.{t.prefix}" for t in chosen], reason="revoked"
-        )
+        failed = None
+        for token in chosen:
+            failed = failed or async_to_sync(disconnect)({"token": token.prefix},
+                                                         reason="revoked")
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
         if failed:
             self.message_user(request, f"Could not reach the channel layer: {failed}",

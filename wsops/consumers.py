@@ -9,6 +9,9 @@
             ...  # data is the form's cleaned_data
             return {"type": "sent"}  # optional reply
 
+Lifetime checks (token expiry and revocation) and remote closes are done for
+every socket of the stack by ``wsops.connections``, not per consumer.
+
 Every frame goes through, in this order (cheapest first): the size cap
 (``MAX_MESSAGE_BYTES``, close 1009 before any parsing), the per-connection
 throttle (``RATES["message"]``, in process), the per-user throttle
@@ -45,12 +48,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django import forms
 
 from . import codes, signals, store, tokens
-from .clientip import client_ip
 from .conf import get_settings
 from .credentials import classify
 from .permissions import BasePermission
 from .ratelimit import ConnectionThrottle, Limit, get_limiter, rate_key
-from .remote import ip_group
 from .units import Rate, parse_rate
 
 DB_HYGIENE_INTERVAL = 10.0  # seconds
@@ -110,20 +111,6 @@ class ActionRefused(Exception):
         self.errors, self.retry_after = errors, retry_after
 
 
-def group_names(scope: dict[str, Any]) -> list[str]:
-    """The channel-layer groups a socket joins so operators can close it remotely."""
-    names = []
-    user = scope.get("user")
-    if user is not None and user.is_authenticated:
-        names.append(f"wsops.user.{user.pk}")
-    if token := scope.get("wsops", {}).get("token"):
-        names.append(f"wsops.token.{token['prefix']}")
-    ip = client_ip(scope)
-    if ip:
-        names.append(ip_group(ip))
-    return [n for n in names if len(n) < 100]
-
-
 class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
     """An async JSON consumer whose messages are ``{"action": name, ...payload}``."""
 
@@ -158,8 +145,7 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
         self._accepted = False
         self._closing = False
         self._authenticated_by_message = False
-        self._timers: list[asyncio.Task] = []
-        self._groups_joined: list[str] = []
+        self._auth_timer: asyncio.Task | None = None
 
     # --- dispatch without the per-message thread hop ---------------------------------
 
@@ -182,7 +168,7 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
         if anonymous and state.get("auth_method") is None and \
                 "message" in get_settings().TOKEN_TRANSPORTS:
             await self.accept()
-            self._timers.append(asyncio.create_task(self._auth_deadline()))
+            self._auth_timer = asyncio.create_task(self._auth_deadline())
             return
         await self._admit()
 
@@ -196,8 +182,6 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             signals.report(kind, self.scope, "connect_permission", close_code=code)
             await self._refuse_connect(code)
             return
-        await self._join_groups()
-        self._watch_token_lifetime()
         await self.connect()
 
     async def _refuse_connect(self, code: int) -> None:
@@ -220,38 +204,6 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             await self.accept()
         await self.close(code)
 
-    async def _join_groups(self) -> None:
-        if self.channel_layer is None:
-            return
-        for name in group_names(self.scope):
-            await self.channel_layer.group_add(name, self.channel_name)
-            self._groups_joined.append(name)
-
-    def _watch_token_lifetime(self) -> None:
-        token = self.scope.get("wsops", {}).get("token")
-        if token:
-            self._timers.append(asyncio.create_task(self._token_watch(token)))
-
-    async def _token_watch(self, token: dict[str, Any]) -> None:
-        """Close with 4401 when the token expires, or when a re-check finds it revoked."""
-        interval = get_settings().TOKEN_CACHE_SECONDS
-        while not self._closing:
-            wait = interval
-            if token.get("expires_at") is not None:
-                wait = min(wait, max(0.0, token["expires_at"] - tokens.now().timestamp()))
-            await asyncio.sleep(wait)
-            expired = token.get("expires_at") is not None and \
-                token["expires_at"] <= tokens.now().timestamp()
-            try:
-                valid = not expired and await tokens.still_valid(token["id"])
-            except Exception:
-                continue  # database hiccup: keep the socket, check again later
-            if not valid:
-                signals.report(signals.AUTH, self.scope, "expired" if expired else "revoked",
-                               close_code=codes.UNAUTHENTICATED)
-                await self._close(codes.UNAUTHENTICATED)
-                return
-
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(get_settings().AUTH_TIMEOUT)
         if not self._authenticated_by_message and not self._closing:
@@ -261,19 +213,9 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._closing = True
-        for timer in self._timers:
-            timer.cancel()
-        if self.channel_layer is not None:
-            for name in self._groups_joined:
-                await self.channel_layer.group_discard(name, self.channel_name)
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         await super().websocket_disconnect(message)
-
-    async def wsops_disconnect(self, event: dict[str, Any]) -> None:
-        """Channel-layer event from ``wstokens revoke --disconnect`` / ``wsratelimit block``."""
-        code = int(event.get("code", codes.UNAUTHENTICATED))
-        signals.report(event.get("kind", signals.AUTH), self.scope,
-                       str(event.get("reason", "disconnected")), close_code=code)
-        await self._close(code)
 
     # --- frames ------------------------------------------------------------------------
 
@@ -468,6 +410,7 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             else:
                 self.scope["user"] = user
                 state = self.scope["wsops"]
+                state["user_id"] = user.pk
                 state["auth_method"] = "message"
                 state["token"] = token.as_scope() if token else None
                 self._authenticated_by_message = True

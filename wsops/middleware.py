@@ -29,11 +29,6 @@ always closes with 1013 (try again later). Every refusal is one security event.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import os
-import socket
-import uuid
 from typing import Any
 
 from channels.auth import AuthMiddleware
@@ -43,7 +38,16 @@ from django.contrib.auth.models import AnonymousUser
 from . import codes, signals, store, tickets, tokens
 from .clientip import client_ip, header
 from .conf import get_settings
-from .credentials import MALFORMED, SUBPROTOCOL, TICKET, Credential, find_credential, strip_secrets
+from .connections import Entry, live_connections, new_member
+from .credentials import (
+    MALFORMED,
+    SUBPROTOCOL,
+    TICKET,
+    TOKEN,
+    Credential,
+    find_credential,
+    strip_secrets,
+)
 from .origins import current_policy
 from .ratelimit import (
     BANNED,
@@ -134,11 +138,19 @@ class ConnectThrottle:
         require_websocket(scope, self)
         ip = client_ip(scope)
         if ip is not None:
-            rate = get_settings().rate("connect")
+            conf = get_settings()
+            rate = conf.rate("connect")
             limits = (Limit(rate_key("connect", "ip", ip), rate),) if rate else ()
-            decision = await decide(bans=(ban_key("ip", ip),), limits=limits)
+            # Asking Redis anyway: read the token cache entry in the same round trip.
+            credential = find_credential(scope, conf.TOKEN_TRANSPORTS)
+            fetch = None
+            if credential is not None and credential.kind == TOKEN and store.redis_url():
+                fetch = tokens.cache_key_for(credential.secret)
+            decision = await decide(bans=(ban_key("ip", ip),), limits=limits, fetch=fetch)
             if decision is not None and not decision.allowed:
                 return await refuse_for(decision, scope, receive, send)
+            if fetch and decision is not None:
+                scope["wsops"]["cached_token"] = decision.fetched
         return await self.inner(scope, receive, send)
 
 
@@ -210,6 +222,7 @@ class TokenAuthMiddleware:
                                 "redis_unavailable")
         scope = strip_secrets(scope)
         scope["user"] = user
+        state["user_id"] = user.pk
         state["auth_method"] = credential.transport
         state["token"] = token.as_scope() if token else None
         return await self.inner(scope, receive, send)
@@ -230,7 +243,8 @@ async def authenticate(credential: Credential, scope: Scope) -> tuple[Any, Any]:
         if user is None:
             raise tokens.TokenInvalid("inactive_user")
         return user, None
-    token = await tokens.verify(credential.secret)
+    cached = scope.get("wsops", {}).pop("cached_token", tokens.NOT_FETCHED)
+    token = await tokens.verify(credential.secret, cached=cached)
     return token.user, token
 
 
@@ -244,57 +258,19 @@ class _MarkSession:
         user = scope.get("user")
         authenticated = user is not None and user.is_authenticated
         scope["wsops"]["auth_method"] = "session" if authenticated else None
+        if authenticated:
+            scope["wsops"]["user_id"] = user.pk
         return await self.inner(scope, receive, send)
 
 
-class LiveConnections:
-    """This worker's registered sockets, refreshed in Redis so their slots stay held.
-
-    Registry entries expire ``CONNECTION_TTL`` seconds after their last refresh;
-    a worker refreshes all of its entries every third of that in one round
-    trip. A killed worker's sockets therefore stop counting within
-    ``CONNECTION_TTL`` seconds (30 by default).
-    """
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[Cap, ...]] = {}
-        self.refresher: asyncio.Task | None = None
-        self.worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.counter = itertools.count(1)
-
-    def new_member(self) -> str:
-        return f"{self.worker}:{next(self.counter)}"
-
-    def add(self, member: str, caps: tuple[Cap, ...]) -> None:
-        self.entries[member] = caps
-        if self.refresher is None or self.refresher.done():
-            self.refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
-
-    def remove(self, member: str) -> None:
-        self.entries.pop(member, None)
-
-    async def _refresh_forever(self) -> None:
-        while self.entries:
-            ttl = get_settings().CONNECTION_TTL
-            await asyncio.sleep(ttl / 3)
-            pairs = [(cap.key, member) for member, caps in list(self.entries.items())
-                     for cap in caps]
-            try:
-                await get_limiter().refresh(pairs, ttl)
-            except store.StoreUnavailable:
-                pass  # entries heal on the next refresh, or expire: never crash
-
-
-live_connections = LiveConnections()
-
-
 class ConnectionRegistry:
-    """Identity-level admission and the live connection registry.
+    """Identity-level admission, then the socket's entry in this worker's registry.
 
     Refuses banned users and tokens, users connecting faster than
     ``RATES["connect"]`` and connections over ``MAX_CONNECTIONS_PER_USER`` /
-    ``MAX_CONNECTIONS_PER_IP`` (one Redis round trip), then holds the
-    connection's registry slots until the socket closes.
+    ``MAX_CONNECTIONS_PER_IP`` (one Redis round trip), then registers the socket
+    with ``wsops.connections`` (cap slots, token lifetime, remote close) until
+    it closes.
     """
 
     def __init__(self, inner: Any) -> None:
@@ -319,22 +295,22 @@ class ConnectionRegistry:
         ip = client_ip(scope)
         if ip is not None and conf.MAX_CONNECTIONS_PER_IP:
             caps.append(Cap(cap_key("ip", ip), conf.MAX_CONNECTIONS_PER_IP))
-        if not (bans or limits or caps):
-            return await self.inner(scope, receive, send)
-        member = live_connections.new_member()
-        decision = await decide(bans=tuple(bans), limits=tuple(limits), caps=tuple(caps),
-                                member=member, ttl=conf.CONNECTION_TTL)
-        if decision is not None and not decision.allowed:
-            return await refuse_for(decision, scope, receive, send)
+        member = new_member()
+        decision = None
+        if bans or limits or caps:
+            decision = await decide(bans=tuple(bans), limits=tuple(limits), caps=tuple(caps),
+                                    member=member, ttl=conf.CONNECTION_TTL)
+            if decision is not None and not decision.allowed:
+                return await refuse_for(decision, scope, receive, send)
         held = tuple(caps) if decision is not None else ()
         state["connection_id"] = member
-        if held:
-            live_connections.add(member, held)
+        registry = live_connections()
+        await registry.add(member, Entry(scope, send, held))
         try:
             return await self.inner(scope, receive, send)
         finally:
+            registry.remove(member)
             if held:
-                live_connections.remove(member)
                 try:
                     await get_limiter().release(held, member)
                 except store.StoreUnavailable:

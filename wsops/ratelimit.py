@@ -15,7 +15,9 @@ per key and needs no cleanup beyond the key's own expiry.
 
 A shared decision is one EVALSHA of ``ADMIT`` which checks, atomically and in
 this order, ban keys, GCRA rate keys and connection-cap sets, and commits
-only when everything passes (a refused event is not charged). The clock is
+only when everything passes (a refused event is not charged). It can also
+return one more key's value (``fetch``): the handshake reads the token cache
+in the same round trip as the IP checks. The clock is
 Redis' own ``TIME``, so workers with skewed clocks still agree.
 
 ``LocalLimiter`` implements the same decision in process, for the embedded
@@ -40,9 +42,10 @@ from .units import Rate
 ADMIT = store.Script(
     """
 local nbans, nrates, ncaps = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local nfetch = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local k, a = 1, 4
+local k, a = 1, 5
 for i = 1, nbans do
   local ban = redis.call('GET', KEYS[k])
   if ban then return {1, k, '0', ban} end
@@ -70,13 +73,16 @@ for i = 1, ncaps do
   end
 end
 for i = 1, nrates do
-  local arg = 4 + (i - 1) * 3
+  local arg = 5 + (i - 1) * 3
   local value = tostring(tats[i]) .. '|' .. ARGV[arg + 2] .. '|' .. ARGV[arg + 1]
   redis.call('SET', KEYS[rate_start + i - 1], value, 'PX', math.max(1, math.ceil(tats[i] - now)))
 end
 for i = 1, ncaps do
   redis.call('ZADD', KEYS[k + i - 1], now + ttl, member)
   redis.call('PEXPIRE', KEYS[k + i - 1], ttl)
+end
+if nfetch == 1 then
+  return {0, 0, '0', redis.call('GET', KEYS[#KEYS])}
 end
 return {0, 0, '0'}
 """
@@ -121,6 +127,7 @@ class Decision:
     key: str = ""
     retry_after: float = 0.0  # seconds
     ban: dict[str, Any] | None = None
+    fetched: str | None = None  # the value of ``fetch``, read in the same round trip
 
     @property
     def allowed(self) -> bool:
@@ -178,9 +185,12 @@ class RedisLimiter:
         caps: tuple[Cap, ...] = (),
         member: str = "",
         ttl: float = 0,
+        fetch: str | None = None,
     ) -> Decision:
         keys = [*bans, *(limit.key for limit in limits), *(cap.key for cap in caps)]
-        args: list[Any] = [len(bans), len(limits), len(caps)]
+        args: list[Any] = [len(bans), len(limits), len(caps), 1 if fetch else 0]
+        if fetch:
+            keys.append(fetch)
         for limit in limits:
             args += [limit.rate.interval * 1000, int(limit.rate.period * 1000), limit.rate.count]
         args += [cap.limit for cap in caps]
@@ -188,7 +198,8 @@ class RedisLimiter:
         reply = await store.call(ADMIT.run(store.async_client(), keys, args))
         outcome = _OUTCOMES[int(reply[0])]
         if outcome == ALLOWED:
-            return ALLOW
+            return Decision(ALLOWED, fetched=reply[3] if len(reply) > 3 else None) if fetch \
+                else ALLOW
         refused_key = keys[int(reply[1]) - 1]
         ban = _load_ban(reply[3]) if outcome == BANNED else None
         return Decision(outcome, refused_key, float(reply[2]) / 1000, ban)
@@ -228,6 +239,7 @@ class LocalLimiter:
         caps: tuple[Cap, ...] = (),
         member: str = "",
         ttl: float = 0,
+        fetch: str | None = None,
     ) -> Decision:
         now = time.monotonic()
         for ban in bans:

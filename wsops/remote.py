@@ -1,8 +1,9 @@
 """Closing live sockets on every worker, through the channel layer.
 
-``SecureJsonWebsocketConsumer`` joins ``wsops.user.<id>``, ``wsops.token.<prefix>``
-and ``wsops.ip.<address>``; a ``wsops.disconnect`` event sent to such a group
-closes every matching socket, whichever worker holds it.
+Each worker listens on the group ``wsops.workers`` (see ``wsops.connections``);
+one ``wsops.disconnect`` event closes, on every worker, the sockets whose
+identity matches: ``{"token": "wst_ab12cd34"}``, ``{"user": "42"}`` or
+``{"ip": "1.2.3.4"}``.
 """
 
 from __future__ import annotations
@@ -10,28 +11,19 @@ from __future__ import annotations
 from channels.layers import get_channel_layer
 
 from . import codes, signals
+from .connections import WORKERS_GROUP
 
 
-def ip_group(address: str) -> str:
-    return "wsops.ip." + address.replace(":", "-").replace("%", "-")
-
-
-def ident_group(kind: str, ident: str) -> str:
-    """The group of an ``ip``/``user``/``token`` identity."""
-    return ip_group(ident) if kind == "ip" else f"wsops.{kind}.{ident}"
-
-
-async def disconnect_groups(groups: list[str], *, reason: str,
-                            code: int = codes.UNAUTHENTICATED,
-                            kind: str = signals.AUTH) -> str | None:
-    """Send the disconnect event to each group; return an error text, or None on success."""
+async def disconnect(match: dict[str, str], *, reason: str, code: int = codes.UNAUTHENTICATED,
+                     kind: str = signals.AUTH) -> str | None:
+    """Ask every worker to close matching sockets; return an error text, or None on success."""
     layer = get_channel_layer()
     if layer is None:
         return "no channel layer is configured (CHANNEL_LAYERS)"
-    event = {"type": "wsops.disconnect", "code": code, "reason": reason, "kind": kind}
+    event = {"type": "wsops.disconnect", "match": match, "code": code, "reason": reason,
+             "kind": kind}
     try:
-        for group in groups:
-            await layer.group_send(group, event)
+        await layer.group_send(WORKERS_GROUP, event)
     except Exception as error:  # any layer failure is reported to the operator
         return f"{type(error).__name__}: {error}"
     return None

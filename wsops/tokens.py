@@ -188,17 +188,25 @@ def _load_from_db(secret_hash: str, prefix: str) -> VerifiedToken:
     raise TokenInvalid("unknown_token")
 
 
-async def _cached(secret_hash: str) -> VerifiedToken | None:
-    try:
-        raw = await store.call(store.async_client().get(_cache_key(secret_hash)))
-    except store.StoreUnavailable:
-        return None  # the database still answers
+def cache_key_for(secret: str) -> str:
+    """The shared-cache key of a token secret (read ahead by ConnectThrottle)."""
+    return _cache_key(hash_secret(secret))
+
+
+def _unpack(raw: str | None) -> VerifiedToken | None:
     if raw is None:
         return None
     try:
         return pickle.loads(base64.b64decode(raw))
     except Exception:
         return None
+
+
+async def _cached(secret_hash: str) -> VerifiedToken | None:
+    try:
+        return _unpack(await store.call(store.async_client().get(_cache_key(secret_hash))))
+    except store.StoreUnavailable:
+        return None  # the database still answers
 
 
 async def _remember(secret_hash: str, token: VerifiedToken) -> None:
@@ -212,13 +220,24 @@ async def _remember(secret_hash: str, token: VerifiedToken) -> None:
         pass
 
 
-async def verify(secret: str, *, touch: bool = True) -> VerifiedToken:
-    """Verify a token secret on the handshake path; raise TokenInvalid with a reason."""
+NOT_FETCHED = object()
+
+
+async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) -> VerifiedToken:
+    """Verify a token secret on the handshake path; raise TokenInvalid with a reason.
+
+    ``cached`` is the raw cache entry when the caller already read it (None: a miss).
+    """
     if not TOKEN_RE.fullmatch(secret or ""):
         raise TokenInvalid("malformed_token")
     secret_hash = hash_secret(secret)
     shared = bool(store.redis_url())
-    token = await _cached(secret_hash) if shared else None
+    if not shared:
+        token = None
+    elif cached is NOT_FETCHED:
+        token = await _cached(secret_hash)
+    else:
+        token = _unpack(cached)
     if token is None:
         token = await database_sync_to_async(_load_from_db)(secret_hash, public_prefix(secret))
         if shared:
@@ -238,14 +257,14 @@ def verify_sync(secret: str) -> VerifiedToken:
     return token
 
 
-async def still_valid(token_id: int) -> bool:
-    """Re-check a live socket's token (revoked, expired, owner deactivated)."""
+async def valid_token_ids(token_ids: set[int]) -> set[int]:
+    """Which of these tokens still authenticate (one query for a whole worker's sockets)."""
 
-    def check() -> bool:
-        return (
+    def check() -> set[int]:
+        return set(
             WebSocketToken.objects.usable(now())
-            .filter(pk=token_id, owner__is_active=True)
-            .exists()
+            .filter(pk__in=token_ids, owner__is_active=True)
+            .values_list("pk", flat=True)
         )
 
     return await database_sync_to_async(check)()

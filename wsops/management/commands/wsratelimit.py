@@ -9,11 +9,10 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
-from wsops import codes, ratelimit, signals, store
+from wsops import codes, ratelimit, remote, signals, store
 from wsops.management.base import WsopsCommand
 from wsops.models import WebSocketToken
 from wsops.ratelimit import Identity
-from wsops.remote import disconnect_groups, ident_group
 from wsops.units import FINITE_DURATION_HELP, format_duration, parse_duration
 
 IDENT_HELP = "ip:1.2.3.4, user:42 (or user:USERNAME) or token:wst_ab12cd34"
@@ -194,8 +193,8 @@ class Command(WsopsCommand):
         self.stdout.write(f"Blocked {identity} for {format_duration(seconds)}"
                           + (f" ({reason})" if reason else "") + ".")
         if disconnect:
-            failure = async_to_sync(disconnect_groups)(
-                [ident_group(identity.kind, identity.id)], reason=reason or "banned",
+            failure = async_to_sync(remote.disconnect)(
+                {identity.kind: identity.id}, reason=reason or "banned",
                 code=codes.FORBIDDEN, kind=signals.BANNED)
             if failure:
                 self.stderr.write(f"Blocked, but live sockets could not be closed: {failure}")

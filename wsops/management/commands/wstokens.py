@@ -11,11 +11,10 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 
-from wsops import tokens
+from wsops import remote, tokens
 from wsops.conf import get_settings
 from wsops.management.base import WsopsCommand
 from wsops.models import WebSocketToken
-from wsops.remote import disconnect_groups
 from wsops.units import DURATION_HELP, format_duration, parse_duration
 
 SCOPE_RE = re.compile(r"[A-Za-z0-9_.:*-]{1,64}")
@@ -171,18 +170,20 @@ class Command(WsopsCommand):
             self.fail("give either a token (PREFIX|ID) or --user NAME --all, not both")
         if reference:
             chosen = [self._one(reference)]
-            groups = [f"wsops.token.{chosen[0].prefix}"]
+            matches = [{"token": chosen[0].prefix}]
         elif user and all:
             owner = self._user(user)
             chosen = list(WebSocketToken.objects.filter(owner=owner, revoked_at__isnull=True))
-            groups = [f"wsops.user.{owner.pk}"]
+            matches = [{"token": t.prefix} for t in chosen]
         else:
             self.fail("say which tokens: PREFIX|ID, or --user NAME --all")
         count = tokens.revoke(chosen)
         self.stdout.write(f"Revoked {count} token(s): "
                           + (", ".join(t.prefix for t in chosen) or "none were active") + ".")
         if disconnect:
-            failure = async_to_sync(disconnect_groups)(groups, reason="revoked")
+            failure = None
+            for match in matches:
+                failure = failure or async_to_sync(remote.disconnect)(match, reason="revoked")
             if failure:
                 self.stderr.write(f"The tokens are revoked, but live sockets could not be "
                                   f"closed: channel layer error: {failure}")

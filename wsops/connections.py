@@ -1,0 +1,218 @@
+"""This worker's live sockets: registry slots, remote close, token lifetime.
+
+Every socket admitted by ``SecureWebsocketStack`` is entered here with its
+identity (user, token, IP), the ASGI ``send`` it closes through, and the
+connection-cap slots it holds in Redis. One background ticker per worker:
+
+- refreshes the worker's registry slots in Redis every ``CONNECTION_TTL / 3``
+  (one round trip), so a killed worker's sockets stop counting within
+  ``CONNECTION_TTL`` seconds;
+- closes token sockets (4401) when their token expires (checked every second)
+  and re-checks all of this worker's token sockets against the database every
+  ``TOKEN_CACHE_SECONDS`` in one query (revoked tokens, deactivated owners).
+
+Remote close: each worker joins the channel-layer group ``wsops.workers`` with
+one channel. ``wstokens revoke --disconnect`` and ``wsratelimit block
+--disconnect`` send one event to that group, and each worker closes its
+matching sockets. That costs one message per worker instead of a group join
+per socket (two Redis round trips on channels-redis, and one more to leave).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codes, signals, store
+from .conf import get_settings
+from .ratelimit import Cap, get_limiter
+
+logger = logging.getLogger("wsops")
+WORKERS_GROUP = "wsops.workers"
+TICK = 1.0  # seconds between expiry checks
+GROUP_RENEW = 3600  # re-join the workers group well within channels-redis' group_expiry
+_member_ids = itertools.count(1)
+_worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def new_member() -> str:
+    """A connection id unique across workers (the member name in Redis' registry)."""
+    return f"{_worker}:{next(_member_ids)}"
+
+
+@dataclass(eq=False)
+class Entry:
+    scope: dict[str, Any]  # the socket's scope: its "wsops" state is read live
+    send: Any
+    caps: tuple[Cap, ...] = ()
+    closed: bool = field(default=False)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.scope.setdefault("wsops", {})
+
+    def matches(self, match: dict[str, str]) -> bool:
+        state = self.state
+        token = state.get("token") or {}
+        actual = {"user": str(state.get("user_id")), "token": token.get("prefix"),
+                  "ip": state.get("ip")}
+        return all(actual.get(kind) == value for kind, value in match.items())
+
+    async def close(self, code: int, kind: str, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        signals.report(kind, self.scope, reason, close_code=code)
+        try:
+            await self.send({"type": "websocket.close", "code": code})
+        except Exception:  # the socket is already gone
+            pass
+
+
+class LiveConnections:
+    """The live sockets of one worker (one instance per event loop)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.ticker: asyncio.Task | None = None
+        self.listener: asyncio.Task | None = None
+        self.joined = asyncio.Event()
+
+    async def add(self, member: str, entry: Entry) -> None:
+        """Register a socket; the first one also waits (up to a second) until this worker
+        listens for remote closes, so a revoke sent right after the handshake is not lost."""
+        self.entries[member] = entry
+        loop = asyncio.get_running_loop()
+        if self.ticker is None or self.ticker.done():
+            self.ticker = loop.create_task(self._tick_forever())
+        if self.listener is None or self.listener.done():
+            self.joined.clear()
+            self.listener = loop.create_task(self._listen_forever())
+        if not self.joined.is_set():
+            try:
+                await asyncio.wait_for(self.joined.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass  # the channel layer is slow or down: serve the socket anyway
+
+    def remove(self, member: str) -> Entry | None:
+        entry = self.entries.pop(member, None)
+        if entry is not None:
+            entry.closed = True
+        return entry
+
+    async def close_matching(self, match: dict[str, str], code: int, kind: str,
+                             reason: str) -> int:
+        chosen = [e for e in list(self.entries.values()) if not e.closed and e.matches(match)]
+        for entry in chosen:
+            await entry.close(code, kind, reason)
+        return len(chosen)
+
+    # --- the ticker -----------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        last_refresh = last_recheck = time.monotonic()
+        while self.entries:
+            await asyncio.sleep(TICK)
+            conf = get_settings()
+            moment = time.monotonic()
+            try:
+                await self._close_expired()
+                if moment - last_recheck >= conf.TOKEN_CACHE_SECONDS:
+                    last_recheck = moment
+                    await self._recheck_tokens()
+                if moment - last_refresh >= conf.CONNECTION_TTL / 3:
+                    last_refresh = moment
+                    await self._refresh_slots(conf.CONNECTION_TTL)
+            except Exception:  # never let bookkeeping kill the ticker
+                logger.exception("wsops: live connection bookkeeping failed")
+
+    async def _close_expired(self) -> None:
+        from .tokens import now
+
+        current = now().timestamp()
+        for entry in list(self.entries.values()):
+            expires = (entry.state.get("token") or {}).get("expires_at")
+            if expires is not None and expires <= current and not entry.closed:
+                await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "expired")
+
+    async def _recheck_tokens(self) -> None:
+        from .tokens import valid_token_ids
+
+        by_token: dict[int, list[Entry]] = {}
+        for entry in self.entries.values():
+            token = entry.state.get("token")
+            if token and not entry.closed:
+                by_token.setdefault(token["id"], []).append(entry)
+        if not by_token:
+            return
+        valid = await valid_token_ids(set(by_token))
+        for token_id in set(by_token) - valid:
+            for entry in by_token[token_id]:
+                await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "revoked")
+
+    async def _refresh_slots(self, ttl: float) -> None:
+        pairs = [(cap.key, member) for member, entry in list(self.entries.items())
+                 for cap in entry.caps]
+        if pairs:
+            try:
+                await get_limiter().refresh(pairs, ttl)
+            except store.StoreUnavailable:
+                pass  # slots expire, or heal on the next refresh
+
+    # --- remote close ---------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            self.joined.set()
+            return
+        channel = None
+        joined = 0.0
+        while self.entries:
+            try:
+                if channel is None:
+                    channel = await layer.new_channel("wsops.worker.")
+                if time.monotonic() - joined > GROUP_RENEW:
+                    await layer.group_add(WORKERS_GROUP, channel)
+                    joined = time.monotonic()
+                    self.joined.set()
+                event = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1)  # layer unreachable: try again, never crash
+                joined = 0.0
+                continue
+            if event.get("type") == "wsops.disconnect" and isinstance(event.get("match"), dict):
+                await self.close_matching(event["match"], int(event.get("code", 4401)),
+                                          str(event.get("kind", signals.AUTH)),
+                                          str(event.get("reason", "disconnected")))
+        if channel is not None:
+            try:
+                await layer.group_discard(WORKERS_GROUP, channel)
+            except Exception:
+                pass
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveConnections] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def live_connections() -> LiveConnections:
+    """This event loop's registry (a worker runs one loop; tests run many)."""
+    loop = asyncio.get_running_loop()
+    registry = _per_loop.get(loop)
+    if registry is None:
+        registry = _per_loop[loop] = LiveConnections()
+    return registry
