@@ -7,8 +7,8 @@ application in ``bench/benchapp.py``, then measures:
   with a session cookie; SecureWebsocketStack with a token (subprotocol), a
   ticket, and a session cookie. Ratios are to bare, from the same run.
 - echo round trips/s over 50 concurrent sockets: bare AsyncJsonWebsocketConsumer
-  vs SecureJsonWebsocketConsumer (size cap, form, per-connection and per-user
-  throttles).
+  vs SecureJsonWebsocketConsumer (size cap, form, per-connection throttle), and
+  the same with the per-user shared throttle (one Redis round trip per message).
 - daphne CPU per operation and Redis round trips per handshake and per message.
 - shared limiter decisions: wsops' one EVALSHA vs django-ratelimit's
   is_ratelimited (django-redis) vs a bare PING, on the same Redis.
@@ -219,6 +219,23 @@ def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
         await aclient.aclose()
         return elapsed
 
+    def wsops_sync_decisions() -> float:
+        """The same script through the blocking client django-ratelimit uses."""
+        from wsops.ratelimit import ADMIT
+
+        key = rate_key("bench", "user", "2")
+        client.script_load(ADMIT.source)
+        started = time.perf_counter()
+        for _ in range(decisions):
+            client.evalsha(ADMIT.sha, 1, key, 0, 1, 0, 0, 10**9, 60000)
+        return time.perf_counter() - started
+
+    def sync_pings() -> float:
+        started = time.perf_counter()
+        for _ in range(decisions):
+            client.ping()
+        return time.perf_counter() - started
+
     request = RequestFactory().get("/")
     request.user = type("U", (), {"is_authenticated": True, "pk": 1})()
     is_ratelimited(request, group="bench", key="user", rate="1000000000/m", increment=True)
@@ -231,6 +248,8 @@ def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
     wsops_elapsed = asyncio.run(wsops_decisions())
     after = calls()
     ping_elapsed = asyncio.run(pings())
+    wsops_sync_elapsed = wsops_sync_decisions()
+    sync_ping_elapsed = sync_pings()
     django_commands = sum(middle.values()) - sum(before.values()) - 1
     wsops_top_level = after.get("evalsha", 0) - middle.get("evalsha", 0)
     return {
@@ -238,6 +257,8 @@ def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
         "wsops_us": wsops_elapsed / decisions * 1e6,
         "django_ratelimit_us": django_elapsed / decisions * 1e6,
         "ping_us": ping_elapsed / decisions * 1e6,
+        "wsops_sync_us": wsops_sync_elapsed / decisions * 1e6,
+        "sync_ping_us": sync_ping_elapsed / decisions * 1e6,
         "wsops_round_trips_per_decision": (wsops_top_level - 1) / decisions,
         "django_ratelimit_commands_per_decision": django_commands / decisions,
     }
@@ -344,6 +365,12 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     finally:
         server.stop()
 
+    server = Daphne("secure", {**env, "BENCH_USER_MESSAGE": "1"})
+    try:
+        measure_echo(server, "wsops + user_message", with_token)
+    finally:
+        server.stop()
+
     results["limiter"] = limiter_bench(redis_url, args.decisions)
     return results
 
@@ -358,12 +385,16 @@ def report(results: dict, output: str) -> None:
         "token handshakes >= Channels session stack (issue 3, 8)":
             hs["wsops token"] >= hs["channels session"],
         "secured handshakes >= 0.6x bare (issue 9)": ratios["wsops token"] >= 0.6,
-        "secure echo >= 0.9x bare (issue 4, 8)": echo_rates["wsops"] >= 0.9 * echo_rates["bare"],
+        "secure echo >= 0.9x bare (issue 4)": echo_rates["wsops"] >= 0.9 * echo_rates["bare"],
+        "secure echo with per-user throttle >= 0.9x bare (issue 8)":
+            echo_rates["wsops + user_message"] >= 0.9 * echo_rates["bare"],
         "secure echo >= 1.5x bare Channels consumer (issue 9)":
             echo_rates["wsops"] >= 1.5 * echo_rates["bare"],
         "1 Redis round trip per shared decision (issue 5)":
             round(limiter["wsops_round_trips_per_decision"], 3) == 1.0,
-        ">= 2x django-ratelimit decisions/s (issue 5, 8)":
+        ">= 2x django-ratelimit decisions/s, same blocking client (issue 5, 8)":
+            limiter["django_ratelimit_us"] >= 2 * limiter["wsops_sync_us"],
+        ">= 2x django-ratelimit decisions/s, wsops on asyncio (issue 5, 8)":
             limiter["django_ratelimit_us"] >= 2 * limiter["wsops_us"],
         "shared decision within 1.2x of a PING (DESIGN aim)":
             limiter["wsops_us"] <= 1.2 * limiter["ping_us"],
@@ -390,13 +421,16 @@ def report(results: dict, output: str) -> None:
               f"{results['cpu_ms'][f'echo {name}']:>15.3f}"
               f"{results['redis_round_trips'][f'message {name}']:>13.2f}")
     print(f"\nshared limiter (sequential, {limiter['decisions']} decisions)")
-    print(f"  wsops EVALSHA       {limiter['wsops_us']:8.1f} us  "
+    print(f"  wsops, asyncio      {limiter['wsops_us']:8.1f} us  "
           f"{1e6 / limiter['wsops_us']:8.0f}/s  "
           f"{limiter['wsops_round_trips_per_decision']:.2f} round trip(s)")
     print(f"  django-ratelimit    {limiter['django_ratelimit_us']:8.1f} us  "
           f"{1e6 / limiter['django_ratelimit_us']:8.0f}/s  "
           f"{limiter['django_ratelimit_commands_per_decision']:.2f} commands")
-    print(f"  Redis PING          {limiter['ping_us']:8.1f} us")
+    print(f"  Redis PING          {limiter['ping_us']:8.1f} us   (asyncio client)")
+    print(f"  wsops, blocking     {limiter['wsops_sync_us']:8.1f} us  "
+          f"{1e6 / limiter['wsops_sync_us']:8.0f}/s  (django-ratelimit's client)")
+    print(f"  Redis PING          {limiter['sync_ping_us']:8.1f} us   (blocking client)")
     print(f"\nRSS per idle connection: bare {rss['bare'] / 1024:.1f} KiB, "
           f"wsops {rss['wsops'] / 1024:.1f} KiB")
     print("\ntargets:")

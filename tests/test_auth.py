@@ -153,7 +153,8 @@ async def test_secret_is_stripped_from_the_scope(app, alice, monkeypatch):
 
     async def capture(self, data):
         seen.update(subprotocols=self.scope["subprotocols"], headers=self.scope["headers"],
-                    query=self.scope["query_string"], token=self.scope["wsops"]["token"])
+                    query=self.scope["query_string"], token=self.scope["wsops"]["token"],
+                    everything=repr(self.scope))
         return {"type": "ok"}
 
     from wsops.consumers import ActionSpec

@@ -256,6 +256,25 @@ class RawSocket:
         await self.communicator.wait(3)
 
 
+async def test_revoked_django_permission_stops_working_within_the_cache_time(app, token_for,
+                                                                             settings):
+    settings.WSOPS = {**settings.WSOPS, "PERMISSION_CACHE_SECONDS": 1}
+    async with SecureCommunicator(app, PATH, token=await token_for(), timeout=3) as socket:
+        assert (await exchange(socket, {"action": "send_message", "text": "a"}))["type"] == "sent"
+        await socket.receive_json()
+
+        @database_sync_to_async
+        def revoke_permission():
+            from django.contrib.auth import get_user_model
+
+            get_user_model().objects.get(username="alice").user_permissions.clear()
+
+        await revoke_permission()
+        await asyncio.sleep(1.1)
+        assert (await exchange(socket, {"action": "send_message", "text": "b"}))["code"] == \
+            "forbidden"
+
+
 async def test_uses_db_action_closes_a_stale_connection_first(guarded, make_user, monkeypatch):
     """The per-message thread hop is gone, but a stale connection is still closed."""
     from wsops import consumers

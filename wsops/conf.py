@@ -25,7 +25,9 @@ from django.dispatch import receiver
 from .units import DURATION_HELP, FINITE_DURATION_HELP, RATE_HELP, Rate, parse_duration, parse_rate
 
 TRANSPORTS = ("subprotocol", "header", "query", "query_token", "cookie", "message")
-DEFAULT_RATES = {"connect": "60/m", "message": "30/s", "user_message": "60/s"}
+# user_message is off by default: it costs a Redis round trip per message, and the
+# per-connection rate times MAX_CONNECTIONS_PER_USER already bounds what one user sends.
+DEFAULT_RATES = {"connect": "60/m", "message": "30/s", "user_message": None}
 
 
 @dataclass(frozen=True)

@@ -139,9 +139,10 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
         self._invalid = ConnectionThrottle(
             Rate(conf.INVALID_MESSAGE_LIMIT, conf.INVALID_MESSAGE_WINDOW)
         )
-        self._local_action_throttles: dict[str, ConnectionThrottle] = {}
+        # Created on first use: most sockets never need them (memory per idle socket).
+        self._local_action_throttles: dict[str, ConnectionThrottle] | None = None
         self._throttled_in_row = 0
-        self._permission_cache: dict[int, tuple[float, bool]] = {}
+        self._permission_cache: dict[int, tuple[float, bool]] | None = None
         self._accepted = False
         self._closing = False
         self._authenticated_by_message = False
@@ -307,8 +308,12 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             limits.append(Limit(rate_key("user_message", "user", user_id), user_rate))
         if spec.rate is not None:
             if user_id is None:  # anonymous: per connection, in process
-                throttle = self._local_action_throttles.setdefault(
-                    spec.name, ConnectionThrottle(spec.rate))
+                if self._local_action_throttles is None:
+                    self._local_action_throttles = {}
+                throttle = self._local_action_throttles.get(spec.name)
+                if throttle is None:
+                    throttle = self._local_action_throttles[spec.name] = \
+                        ConnectionThrottle(spec.rate)
                 if retry_after := throttle.hit():
                     raise ActionRefused(codes.THROTTLED, signals.THROTTLE, "action_rate",
                                         retry_after=retry_after)
@@ -331,6 +336,8 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             return
         allowed = None
         key = id(permission)
+        if self._permission_cache is None:
+            self._permission_cache = {}
         if permission.cacheable:
             cached = self._permission_cache.get(key)
             if cached is not None and cached[0] > time.monotonic():

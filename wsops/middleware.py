@@ -221,6 +221,7 @@ class TokenAuthMiddleware:
             return await refuse(scope, receive, send, codes.TRY_AGAIN_LATER, signals.UNAVAILABLE,
                                 "redis_unavailable")
         scope = strip_secrets(scope)
+        state.pop("credential", None)  # holds the secret: nothing downstream may see it
         scope["user"] = user
         state["user_id"] = user.pk
         state["auth_method"] = credential.transport

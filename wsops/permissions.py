@@ -107,7 +107,15 @@ class HasPerm(BasePermission):
         user = _user(scope)
         if user is None or not user.is_authenticated:
             return False
-        return await database_sync_to_async(user.has_perms)(self.perms)
+
+        def check() -> bool:
+            # ModelBackend caches permissions on the user object for its lifetime, which
+            # is the socket's: drop that cache so PERMISSION_CACHE_SECONDS is the only one.
+            for attribute in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+                user.__dict__.pop(attribute, None)
+            return user.has_perms(self.perms)
+
+        return await database_sync_to_async(check)()
 
     def __repr__(self) -> str:
         return f"HasPerm({', '.join(map(repr, self.perms))})"

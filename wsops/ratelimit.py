@@ -53,8 +53,9 @@ for i = 1, nbans do
 end
 local rate_start, tats = k, {}
 for i = 1, nrates do
-  local interval, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 3
+  local count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local interval = period / count
+  a = a + 2
   local raw = redis.call('GET', KEYS[k])
   local tat = raw and tonumber(string.match(raw, '^[^|]+')) or now
   if tat < now then tat = now end
@@ -73,8 +74,8 @@ for i = 1, ncaps do
   end
 end
 for i = 1, nrates do
-  local arg = 5 + (i - 1) * 3
-  local value = tostring(tats[i]) .. '|' .. ARGV[arg + 2] .. '|' .. ARGV[arg + 1]
+  local arg = 5 + (i - 1) * 2
+  local value = tostring(tats[i]) .. '|' .. ARGV[arg] .. '|' .. ARGV[arg + 1]
   redis.call('SET', KEYS[rate_start + i - 1], value, 'PX', math.max(1, math.ceil(tats[i] - now)))
 end
 for i = 1, ncaps do
@@ -84,7 +85,7 @@ end
 if nfetch == 1 then
   return {0, 0, '0', redis.call('GET', KEYS[#KEYS])}
 end
-return {0, 0, '0'}
+return 0
 """
 )
 
@@ -192,10 +193,13 @@ class RedisLimiter:
         if fetch:
             keys.append(fetch)
         for limit in limits:
-            args += [limit.rate.interval * 1000, int(limit.rate.period * 1000), limit.rate.count]
-        args += [cap.limit for cap in caps]
-        args += [member, int(ttl * 1000)]
+            args += [limit.rate.count, int(limit.rate.period * 1000)]
+        if caps:  # the message path sends no cap arguments at all
+            args += [cap.limit for cap in caps]
+            args += [member, int(ttl * 1000)]
         reply = await store.call(ADMIT.run(store.async_client(), keys, args))
+        if reply == 0:  # allowed, nothing fetched: the common case is a bare integer
+            return ALLOW
         outcome = _OUTCOMES[int(reply[0])]
         if outcome == ALLOWED:
             return Decision(ALLOWED, fetched=reply[3] if len(reply) > 3 else None) if fetch \

@@ -132,15 +132,6 @@ class Script:
             await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
-    def run_sync(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        from redis.exceptions import NoScriptError
-
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-
 
 # --- outage tracking -----------------------------------------------------------------
 
