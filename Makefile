@@ -41,5 +41,9 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+## Soak: 1,000 sockets + abusers through the real nginx to two daphne workers (2 minutes).
+soak: $(VENV)/.installed-dev
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) $(SSLYZE_VENV) build dist *.egg-info example/db.sqlite3 .pytest_cache

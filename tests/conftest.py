@@ -136,7 +136,8 @@ def configure_redis(settings, server: RedisServer) -> RedisServer:
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [server.url], "prefix": server.prefix + "asgi"},
+            "CONFIG": {"hosts": [{"address": server.url, "socket_timeout": 10}],
+                       "prefix": server.prefix + "asgi"},
         }
     }
     settings.CACHES = {
@@ -198,11 +199,12 @@ def daphne_server(request, tmp_path):
     def start(*, redis: RedisServer | None = None, wsops: dict | None = None,
               settings_module: str = "tests.settings", application: str =
               "chatproject.asgi:application", extra_args: list[str] | None = None,
-              env: dict | None = None, unix_socket: str | None = None) -> DaphneProcess:
+              env: dict | None = None, unix_socket: str | None = None,
+              port: int | None = None) -> DaphneProcess:
         import json
 
         daphne = require_tool("daphne")
-        port = free_port()
+        port = port or free_port()
         log = tmp_path / f"daphne-{port}.log"
         environment = {
             **os.environ,

@@ -56,8 +56,8 @@ if _redis and os.environ.get("WSOPS_TEST_LAYER") != "memory":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [_redis], "prefix": _prefix + "asgi", "capacity": 200,
-                       "expiry": 30},
+            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": 10}],
+                       "prefix": _prefix + "asgi", "capacity": 200, "expiry": 30},
         }
     }
 if _redis:

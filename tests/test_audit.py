@@ -25,7 +25,8 @@ SECURE = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
     "CHANNEL_LAYERS": {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                   "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"],
+                                   "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0",
+                                                         "socket_timeout": 10}],
                                               "capacity": 100, "expiry": 30}}},
     "WSOPS": {"REDIS_URL": "redis://127.0.0.1:6379/0", "TRUSTED_PROXIES": ["unix"],
               "ALLOWED_ORIGINS": ["https://app.example.com"]},
@@ -46,7 +47,11 @@ TRIGGERS = {
     "wsops.I001": {"WSOPS": {**SECURE["WSOPS"], "FAIL_MODE": "open"}},
     "wsops.W007": {"CHANNEL_LAYERS": {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "capacity": 10000}}}},
+        "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 10}],
+                   "capacity": 10000}}}},
+    "wsops.E009": {"CHANNEL_LAYERS": {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}},
     "wsops.W001": {"DEBUG": True},
     "wsops.E002": {"ALLOWED_HOSTS": ["*"], "WSOPS": {**SECURE["WSOPS"],
                                                     "ALLOWED_ORIGINS": None}},
@@ -58,10 +63,12 @@ TRIGGERS = {
         "BACKEND": "channels.layers.InMemoryChannelLayer"}}},
     "wsops.W005": {"CHANNEL_LAYERS": {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": ["rediss://redis.internal:6380/0"]}}}},
+        "CONFIG": {"hosts": [{"address": "rediss://redis.internal:6380/0",
+                              "socket_timeout": 10}]}}}},
     "wsops.W006": {"CHANNEL_LAYERS": {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": ["redis://:secret@redis.internal:6379/0"]}}}},
+        "CONFIG": {"hosts": [{"address": "redis://:secret@redis.internal:6379/0",
+                              "socket_timeout": 10}]}}}},
     "wsops.E006": {"WSOPS": {k: v for k, v in SECURE["WSOPS"].items() if k != "REDIS_URL"}},
     "wsops.W012": {"WSOPS": {**SECURE["WSOPS"], "TRUSTED_PROXIES": []}},
     "wsops.W013": {"SECURE_PROXY_SSL_HEADER": None},

@@ -67,6 +67,12 @@ def test_defaults_come_from_settings(settings):
     assert "limit_conn wsops_conn 7;" in site and "rate=30r/m" in site
 
 
+def test_huge_connection_cap_is_clamped_for_nginx(settings):
+    settings.WSOPS = {**settings.WSOPS, "MAX_CONNECTIONS_PER_IP": 1_000_000}
+    _, err = wsdeploy("nginx", "--domain", "a.example.com", "--check")
+    assert "configuration OK" in err
+
+
 def test_upstreams_and_paths():
     site, _ = wsdeploy("nginx", "--domain", "a.example.com", "--upstream", "10.0.0.5:8001",
                        "--upstream", "10.0.0.6:8001", "--ws-path", "/ws/", "--ws-path", "/live/")

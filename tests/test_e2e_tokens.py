@@ -59,3 +59,24 @@ async def test_revoked_token_is_refused_on_every_worker_despite_the_cache(two_wo
     await database_sync_to_async(tokens.revoke)([token])
     for worker in (first, second):
         assert (await LiveSocket.open(worker.url(), token=secret)).status == 403
+
+
+async def test_revoke_disconnect_with_the_channel_layer_down_still_revokes(settings, make_user,
+                                                                          private_redis):
+    from io import StringIO
+
+    from tests.conftest import configure_redis
+    from wsops.models import WebSocketToken
+
+    configure_redis(settings, private_redis)
+    user = await database_sync_to_async(make_user)("svc")
+    token, _ = await database_sync_to_async(tokens.issue)(user)
+    private_redis.kill()
+    err = StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        await database_sync_to_async(call_command)("wstokens", "revoke", token.prefix,
+                                                   "--disconnect", stdout=StringIO(), stderr=err)
+    assert exit_info.value.code == 1
+    assert "live sockets could not be closed" in err.getvalue()
+    revoked = await database_sync_to_async(WebSocketToken.objects.get)(pk=token.pk)
+    assert revoked.revoked_at is not None

@@ -69,7 +69,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30},
+            # socket_timeout above channels-redis' 5 s blocking pop: redis-py 8 defaults
+            # to 5 s, which tears consumers down every ~5 s (channels_redis#422).
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
+                       "capacity": 200, "expiry": 30},
         }
     }
     CACHES = {

@@ -166,6 +166,35 @@ def check_fail_mode() -> list[CheckMessage]:
     return []
 
 
+def check_channel_layer_socket_timeout() -> list[CheckMessage]:
+    """redis-py 8 made socket_timeout default to 5 s; channels-redis blocks 5 s in BZPOPMIN."""
+    try:
+        import redis
+    except ImportError:
+        return []
+    if int(redis.__version__.split(".")[0]) < 8:
+        return []
+    messages: list[CheckMessage] = []
+    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
+        if "channels_redis" not in layer.get("BACKEND", ""):
+            continue
+        blocking = 5  # channels_redis.core.RedisChannelLayer.brpop_timeout
+        hosts = (layer.get("CONFIG") or {}).get("hosts") or [None]
+        for host in hosts:
+            timeout = host.get("socket_timeout", 5) if isinstance(host, dict) else 5
+            if timeout is not None and timeout <= blocking:
+                messages.append(Error(
+                    f"CHANNEL_LAYERS[{alias!r}] uses redis-py {redis.__version__}, whose "
+                    f"socket_timeout ({timeout}s) is not longer than channels-redis' {blocking}s "
+                    "blocking receive: consumers crash with TimeoutError every few seconds "
+                    "(channels_redis#422).",
+                    hint='Give each host as a dict: {"address": "redis://...", '
+                         '"socket_timeout": 10}.',
+                    id="wsops.E009"))
+                break
+    return messages
+
+
 def check_channel_layer_bounds() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
@@ -312,6 +341,7 @@ def check_proxy_settings() -> list[CheckMessage]:
 SETTINGS_RULES: list[Rule] = [
     check_origin_wildcard, check_rates, check_message_size, check_query_tokens,
     check_token_ttl, check_fail_mode, check_channel_layer_bounds,
+    check_channel_layer_socket_timeout,
 ]
 # Imports the project's ASGI application: run by `wssecure check` and `check --deploy`,
 # not by every management command.

@@ -190,7 +190,9 @@ def build(options: dict[str, Any], *, webroot: bool = True) -> DeployContext:
         workers=len(upstreams) if upstreams else workers,
         socket_dir=socket_dir,
         max_message_bytes=conf.MAX_MESSAGE_BYTES,
-        max_connections_per_ip=conf.MAX_CONNECTIONS_PER_IP,
+        # nginx refuses limit_conn values of 65536 and more
+        max_connections_per_ip=min(conf.MAX_CONNECTIONS_PER_IP, 65535)
+        if conf.MAX_CONNECTIONS_PER_IP else None,
         connect_rate=_nginx_rate(connect.count, connect.period) if connect else None,
         connect_burst=connect.count if connect else 0,
         name=options.get("name") or "wsops",

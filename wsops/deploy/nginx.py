@@ -34,16 +34,18 @@ def installed_version(binary: str | None = None) -> tuple[int, int, int] | None:
     return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
 
 
-def minimal_conf(prefix: Path, site: Path, run_as: str | None = None) -> str:
+def minimal_conf(prefix: Path, site: Path, run_as: str | None = None,
+                 connections: int = 1024) -> str:
     """An nginx.conf that only includes ``site``, with every path under ``prefix``."""
     temp = prefix / "temp"
     user = f"user {run_as};\n" if run_as else ""
     return f"""{user}worker_processes 1;
+worker_rlimit_nofile {connections * 2};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 # Lets a reload finish instead of holding old WebSockets (and certificates) forever.
 worker_shutdown_timeout 30s;
-events {{ worker_connections 1024; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log {prefix}/access.log;
     client_body_temp_path {temp}/body;
