@@ -65,6 +65,9 @@ from .ratelimit import (
 Scope = dict[str, Any]
 
 
+Refusal = tuple[int, str, str, dict[str, Any]]  # close code, event kind, reason, event extras
+
+
 def require_websocket(scope: Scope, component: object) -> None:
     if scope.get("type") != "websocket":
         name = type(component).__name__
@@ -86,9 +89,9 @@ def answering_subprotocol(send: Any) -> Any:
     return send_with_subprotocol
 
 
-async def refuse(scope: Scope, receive: Any, send: Any, code: int, kind: str, reason: str,
-                 **extra: Any) -> None:
+async def refuse(scope: Scope, receive: Any, send: Any, refusal: Refusal) -> None:
     """Report one security event and turn the handshake down."""
+    code, kind, reason, extra = refusal
     signals.report(kind, scope, reason, close_code=code, **extra)
     message = await receive()
     if message.get("type") != "websocket.connect":
@@ -111,50 +114,64 @@ async def decide(**admission: Any) -> Decision | None:
         return Decision("unavailable")
 
 
-async def refuse_for(decision: Decision, scope: Scope, receive: Any, send: Any) -> None:
-    """Turn a refusing decision into the documented close code and event."""
+def refusal_for(decision: Decision) -> Refusal:
+    """The documented close code and event of a refusing decision."""
     if decision.outcome == BANNED:
         reason = (decision.ban or {}).get("reason") or "banned"
-        return await refuse(scope, receive, send, codes.FORBIDDEN, signals.BANNED, reason,
-                            key=decision.key)
+        return codes.FORBIDDEN, signals.BANNED, reason, {"key": decision.key}
     if decision.outcome == THROTTLED:
-        return await refuse(scope, receive, send, codes.RATE_LIMITED, signals.THROTTLE,
-                            "connect_rate", key=decision.key,
-                            retry_after=round(decision.retry_after, 3))
+        return (codes.RATE_LIMITED, signals.THROTTLE, "connect_rate",
+                {"key": decision.key, "retry_after": round(decision.retry_after, 3)})
     if decision.outcome == CAPPED:
-        return await refuse(scope, receive, send, codes.RATE_LIMITED, signals.CONNECTION_CAP,
-                            "too_many_connections", key=decision.key)
-    return await refuse(scope, receive, send, codes.TRY_AGAIN_LATER, signals.UNAVAILABLE,
-                        "redis_unavailable")
+        return (codes.RATE_LIMITED, signals.CONNECTION_CAP, "too_many_connections",
+                {"key": decision.key})
+    return codes.TRY_AGAIN_LATER, signals.UNAVAILABLE, "redis_unavailable", {}
 
 
-class ConnectThrottle:
-    """Refuse banned IPs and IPs connecting faster than ``RATES["connect"]``."""
+class _Step:
+    """A stack step: ``check(scope)`` returns a Refusal or None; alone, it is middleware."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
+    async def check(self, scope: Scope) -> Refusal | None:
+        raise NotImplementedError
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         require_websocket(scope, self)
-        ip = client_ip(scope)
-        if ip is not None:
-            conf = get_settings()
-            rate = conf.rate("connect")
-            limits = (Limit(rate_key("connect", "ip", ip), rate),) if rate else ()
-            # Asking Redis anyway: read the token cache entry in the same round trip.
-            credential = find_credential(scope, conf.TOKEN_TRANSPORTS)
-            fetch = None
-            if credential is not None and credential.kind == TOKEN and store.redis_url():
-                fetch = tokens.cache_key_for(credential.secret)
-            decision = await decide(bans=(ban_key("ip", ip),), limits=limits, fetch=fetch)
-            if decision is not None and not decision.allowed:
-                return await refuse_for(decision, scope, receive, send)
-            if fetch and decision is not None:
-                scope["wsops"]["cached_token"] = decision.fetched
+        refusal = await self.check(scope)
+        if refusal is not None:
+            return await refuse(scope, receive, send, refusal)
         return await self.inner(scope, receive, send)
 
 
-class OriginGuard:
+class ConnectThrottle(_Step):
+    """Refuse banned IPs and IPs connecting faster than ``RATES["connect"]``.
+
+    While it asks Redis anyway, it reads the token cache entry of a presented
+    token in the same round trip, so a token handshake needs no separate read.
+    """
+
+    async def check(self, scope: Scope) -> Refusal | None:
+        ip = client_ip(scope)
+        if ip is None:
+            return None
+        conf = get_settings()
+        rate = conf.rate("connect")
+        limits = (Limit(rate_key("connect", "ip", ip), rate),) if rate else ()
+        credential = find_credential(scope, conf.TOKEN_TRANSPORTS)
+        fetch = None
+        if credential is not None and credential.kind == TOKEN and store.redis_url():
+            fetch = tokens.cache_key_for(credential.secret)
+        decision = await decide(bans=(ban_key("ip", ip),), limits=limits, fetch=fetch)
+        if decision is not None and not decision.allowed:
+            return refusal_for(decision)
+        if fetch and decision is not None:
+            scope["wsops"]["cached_token"] = decision.fetched
+        return None
+
+
+class OriginGuard(_Step):
     """Refuse cross-site WebSocket hijacking.
 
     A connection that would be authenticated by cookie must carry an allowed
@@ -166,23 +183,20 @@ class OriginGuard:
     def __init__(self, inner: Any, allowed_origins: list[str] | None = None) -> None:
         from .origins import build_policy
 
-        self.inner = inner
+        super().__init__(inner)
         self.policy = build_policy(allowed_origins) if allowed_origins is not None else None
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
-        require_websocket(scope, self)
+    async def check(self, scope: Scope) -> Refusal | None:
         raw = header(scope, b"origin")
         origin = raw.decode("latin-1") if raw is not None else None
-        state = scope.setdefault("wsops", {})
-        state["origin"] = origin
+        scope.setdefault("wsops", {})["origin"] = origin
         credential = find_credential(scope, get_settings().TOKEN_TRANSPORTS)
         if origin is None and credential is not None:
-            return await self.inner(scope, receive, send)
-        policy = self.policy or current_policy()
-        if not policy.allows(origin):
+            return None
+        if not (self.policy or current_policy()).allows(origin):
             reason = "missing_origin" if origin is None else "origin_not_allowed"
-            return await refuse(scope, receive, send, codes.FORBIDDEN, signals.ORIGIN, reason)
-        return await self.inner(scope, receive, send)
+            return codes.FORBIDDEN, signals.ORIGIN, reason, {}
+        return None
 
 
 class TokenAuthMiddleware:
@@ -192,41 +206,54 @@ class TokenAuthMiddleware:
     ``"query"``, ``"session"``, ``"message"`` once authenticated by the first
     frame, or None) and ``scope["wsops"]["token"]`` (id, prefix, scopes,
     expires_at) for token connections. The secret is stripped from the scope.
+    Session cookies go through Channels' own Cookie/Session/AuthMiddleware.
     """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.session_inner = CookieMiddleware(
-            SessionMiddleware(AuthMiddleware(_MarkSession(inner)))
-        )
+        self.session_inner = with_session(inner)
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
-        require_websocket(scope, self)
+    async def authenticate(self, scope: Scope) -> tuple[Scope, Refusal | None, bool]:
+        """``(scope for the inner app, refusal, whether the session path must run)``."""
         conf = get_settings()
         state = scope.setdefault("wsops", {})
-        if SUBPROTOCOL in (scope.get("subprotocols") or ()):
-            send = answering_subprotocol(send)
         credential = find_credential(scope, conf.TOKEN_TRANSPORTS)
         if credential is None:
             if "cookie" in conf.TOKEN_TRANSPORTS and header(scope, b"cookie"):
-                return await self.session_inner(scope, receive, send)
+                return scope, None, True
             state["auth_method"] = None
-            return await self.inner(dict(scope, user=AnonymousUser()), receive, send)
+            return dict(scope, user=AnonymousUser()), None, False
         try:
             user, token = await authenticate(credential, scope)
         except tokens.TokenInvalid as error:
-            return await refuse(scope, receive, send, codes.UNAUTHENTICATED, signals.AUTH,
-                                error.reason, transport=credential.transport)
+            return scope, (codes.UNAUTHENTICATED, signals.AUTH, error.reason,
+                           {"transport": credential.transport}), False
         except store.StoreUnavailable:
-            return await refuse(scope, receive, send, codes.TRY_AGAIN_LATER, signals.UNAVAILABLE,
-                                "redis_unavailable")
+            return scope, (codes.TRY_AGAIN_LATER, signals.UNAVAILABLE, "redis_unavailable",
+                           {}), False
         scope = strip_secrets(scope)
         state.pop("credential", None)  # holds the secret: nothing downstream may see it
         scope["user"] = user
         state["user_id"] = user.pk
         state["auth_method"] = credential.transport
         state["token"] = token.as_scope() if token else None
+        return scope, None, False
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        require_websocket(scope, self)
+        if SUBPROTOCOL in (scope.get("subprotocols") or ()):
+            send = answering_subprotocol(send)
+        scope, refusal, session = await self.authenticate(scope)
+        if refusal is not None:
+            return await refuse(scope, receive, send, refusal)
+        if session:
+            return await self.session_inner(scope, receive, send)
         return await self.inner(scope, receive, send)
+
+
+def with_session(inner: Any) -> Any:
+    """Channels' session authentication in front of ``inner``."""
+    return CookieMiddleware(SessionMiddleware(AuthMiddleware(_MarkSession(inner))))
 
 
 async def authenticate(credential: Credential, scope: Scope) -> tuple[Any, Any]:
@@ -277,8 +304,8 @@ class ConnectionRegistry:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
-        require_websocket(scope, self)
+    async def admit(self, scope: Scope) -> tuple[Refusal | None, str, tuple[Cap, ...]]:
+        """``(refusal, connection id, cap slots held)``."""
         conf = get_settings()
         state = scope.setdefault("wsops", {})
         bans: list[str] = []
@@ -302,9 +329,15 @@ class ConnectionRegistry:
             decision = await decide(bans=tuple(bans), limits=tuple(limits), caps=tuple(caps),
                                     member=member, ttl=conf.CONNECTION_TTL)
             if decision is not None and not decision.allowed:
-                return await refuse_for(decision, scope, receive, send)
-        held = tuple(caps) if decision is not None else ()
+                return refusal_for(decision), member, ()
         state["connection_id"] = member
+        return None, member, tuple(caps) if decision is not None else ()
+
+    async def serve(self, scope: Scope, receive: Any, send: Any) -> Any:
+        """Admit, then run the inner application with the socket registered."""
+        refusal, member, held = await self.admit(scope)
+        if refusal is not None:
+            return await refuse(scope, receive, send, refusal)
         registry = live_connections()
         await registry.add(member, Entry(scope, send, held))
         try:
@@ -317,7 +350,39 @@ class ConnectionRegistry:
                 except store.StoreUnavailable:
                     pass  # the entry expires within CONNECTION_TTL
 
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        require_websocket(scope, self)
+        return await self.serve(scope, receive, send)
 
-def SecureWebsocketStack(inner: Any) -> ConnectThrottle:
-    """Origin guard, bans, throttles, authentication and connection caps around ``inner``."""
-    return ConnectThrottle(OriginGuard(TokenAuthMiddleware(ConnectionRegistry(inner))))
+
+class SecureWebsocketStack:
+    """Bans, throttles, origin guard, authentication and connection caps around ``inner``.
+
+    Runs the steps of ``ConnectThrottle``, ``OriginGuard``, ``TokenAuthMiddleware``
+    and ``ConnectionRegistry`` in that order, in one coroutine: nesting four
+    middleware would keep four suspended frames alive for every open socket.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.registry = ConnectionRegistry(inner)
+        self.throttle = ConnectThrottle(None)
+        self.origin = OriginGuard(None)
+        self.auth = TokenAuthMiddleware(self.registry)
+        # What guards the route, for `wssecure check`'s walker.
+        self.wsops_steps = (self.throttle, self.origin, self.auth, self.registry)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        require_websocket(scope, self)
+        for step in (self.throttle, self.origin):
+            refusal = await step.check(scope)
+            if refusal is not None:
+                return await refuse(scope, receive, send, refusal)
+        if SUBPROTOCOL in (scope.get("subprotocols") or ()):
+            send = answering_subprotocol(send)
+        scope, refusal, session = await self.auth.authenticate(scope)
+        if refusal is not None:
+            return await refuse(scope, receive, send, refusal)
+        if session:
+            return await self.auth.session_inner(scope, receive, send)
+        return await self.registry.serve(scope, receive, send)

@@ -118,16 +118,15 @@ def _walk(node: Any, route: Route, found: list[Route], seen: set[int], depth: in
         if not sub_routes:
             found.append(route)
         return
+    steps = getattr(node, "wsops_steps", None)  # SecureWebsocketStack runs its steps inline
+    if isinstance(steps, tuple):
+        for step in steps:
+            _record(route, classify(step), qualified_name(step))
+        _walk(getattr(node, "inner", None), route, found, seen, depth + 1)
+        return
     role = classify(node)
     name = qualified_name(node)
-    if role == ORIGIN:
-        route.origin_check.append(name)
-    elif role == AUTH:
-        route.auth.append(name)
-    elif role in (THROTTLE, REGISTRY):
-        route.throttle.append(name)
-    elif role is None:
-        route.unknown.append(name)
+    _record(route, role, name)
     inner = next((getattr(node, attr) for attr in INNER_ATTRIBUTES
                   if callable(getattr(node, attr, None))), None)
     if inner is None and role is None and not isinstance(node, type):
@@ -136,6 +135,17 @@ def _walk(node: Any, route: Route, found: list[Route], seen: set[int], depth: in
         found.append(route)
         return
     _walk(inner, route, found, seen, depth + 1)
+
+
+def _record(route: Route, role: str | None, name: str) -> None:
+    if role == ORIGIN:
+        route.origin_check.append(name)
+    elif role == AUTH:
+        route.auth.append(name)
+    elif role in (THROTTLE, REGISTRY):
+        route.throttle.append(name)
+    elif role is None:
+        route.unknown.append(name)
 
 
 def websocket_prefixes(routes: list[Route]) -> list[str]:
