@@ -23,9 +23,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Hypothesis budgets: "ci" by default; `--hypothesis-profile=deep` for long local runs.
+hypothesis_settings.register_profile("ci", max_examples=300, deadline=None, derandomize=IN_CI,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.register_profile("deep", max_examples=20000, deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("ci")
 
 
 def require_tool(name: str) -> str:

@@ -1,6 +1,7 @@
 """Property and fuzz tests, in one place: no input makes a parser raise, and every
-input maps to a documented outcome. CI runs a fixed budget; run deeper locally
-with ``pytest tests/test_properties.py --hypothesis-profile=deep``.
+input maps to a documented outcome. CI runs a fixed budget (profile "ci", set in
+conftest); run deeper locally with ``pytest tests/test_properties.py
+--hypothesis-profile=deep``.
 """
 
 import asyncio
@@ -8,7 +9,7 @@ import ipaddress
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsops.clientip import resolve
@@ -16,17 +17,18 @@ from wsops.credentials import MALFORMED, TICKET, TOKEN, find_credential, strip_s
 from wsops.origins import current_policy, parse_origin
 from wsops.units import parse_rate
 
-settings.register_profile("ci", max_examples=300, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("deep", max_examples=20000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("ci")
+
+def at_least(examples: int) -> settings:
+    """Thousands of examples for the cheap parsers, more under --hypothesis-profile=deep."""
+    return settings(max_examples=max(examples, settings.default.max_examples))
+
 
 ALL = ("subprotocol", "header", "query", "query_token", "cookie")
 header_bytes = st.binary(max_size=300)
 header_text = st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass"))
 
 
+@at_least(3000)
 @given(subprotocols=st.lists(st.text(max_size=200), max_size=8),
        headers=st.lists(st.tuples(st.sampled_from([b"authorization", b"origin", b"cookie",
                                                    b"x-forwarded-for", b"sec-websocket-protocol"]),
@@ -43,6 +45,7 @@ def test_credential_parsing_never_raises(subprotocols, headers, query):
                    for name, _ in stripped["headers"])
 
 
+@at_least(3000)
 @given(st.text(max_size=300) | st.none())
 def test_origin_parsing_never_raises(origin):
     parse_origin(origin)
@@ -56,7 +59,7 @@ def test_wildcard_never_matches_look_alikes(label, suffix):
     assert not current_policy().allows(f"https://{label}.{suffix}")
 
 
-@settings(max_examples=300, deadline=None)
+@at_least(2000)
 @given(peer=st.ip_addresses().map(str) | st.none(),
        chain=st.lists(st.ip_addresses().map(str) | st.text(max_size=20), max_size=6))
 def test_forwarded_for_resolution(peer, chain):
@@ -86,6 +89,7 @@ def test_forwarded_for_takes_the_right_most_untrusted_hop(settings):
     assert resolve(None, b"9.9.9.9, 1.2.3.4") == "1.2.3.4"
 
 
+@at_least(3000)
 @given(st.text(max_size=30))
 def test_rate_parsing_is_total(text):
     try:

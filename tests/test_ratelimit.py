@@ -227,3 +227,12 @@ def test_scan_on_a_redis_with_many_unrelated_keys(redis):
     data = ratelimit.snapshot(client)
     assert time.monotonic() - started < 5
     assert [c["id"] for c in data["counters"]] == ["8.8.8.8"]
+
+
+def test_top_watch_redraws_in_place(redis):
+    client = redis.client()
+    client.set(rate_key("connect", "ip", "9.9.9.9"), f"{time.time() * 1000 + 9000}|10|60000",
+               px=9000)
+    out = wsratelimit("top", "--watch", "--interval", "0.1", "--count", "2")
+    assert out.count("\033[H\033[J") == 2 and out.count("ip:9.9.9.9") == 2
+    assert "wsratelimit top (every 0.1s" in out

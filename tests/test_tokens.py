@@ -215,3 +215,18 @@ def test_ticket_endpoint_is_rate_limited_with_json_429(make_user, settings):
     codes = [client.post("/ws/ticket/").status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     assert client.post("/ws/ticket/").json() == {"error": "rate_limited"}
+
+
+def test_admin_lists_searches_and_revokes(make_user, admin_client):
+    owner = make_user("svc")
+    token, _ = tokens.issue(owner, name="ci-bot")
+    page = admin_client.get("/admin/wsops/websockettoken/", {"q": token.prefix})
+    assert page.status_code == 200 and token.prefix in page.content.decode()
+    assert admin_client.get("/admin/wsops/websockettoken/", {"status": "active"}).status_code \
+        == 200
+    response = admin_client.post("/admin/wsops/websockettoken/", {
+        "action": "revoke_and_disconnect", "_selected_action": [token.pk]}, follow=True)
+    assert "Revoked 1 token(s)." in response.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert admin_client.get("/admin/wsops/websockettoken/add/").status_code == 403
