@@ -8,6 +8,7 @@ the load generator never hits them.
 import os
 
 from chatproject.settings import *  # noqa: F403
+from chatproject.settings import on_redis
 
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -15,14 +16,7 @@ ASGI_APPLICATION = "bench.benchapp.secure"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
                          "NAME": os.environ.get("BENCH_DB", "/tmp/wsops-bench.sqlite3")}}
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
-                   "capacity": 100, "expiry": 30},
-    }
-}
-CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
+CHANNEL_LAYERS, CACHES = on_redis(REDIS_URL)
 WSOPS = {
     "REDIS_URL": REDIS_URL,
     "ALLOWED_ORIGINS": ["http://127.0.0.1"],

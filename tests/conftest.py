@@ -254,6 +254,14 @@ def daphne_server(request, tmp_path):
 
 
 @pytest.fixture
+def app():
+    """The example project's ASGI application (SecureWebsocketStack around the chat)."""
+    from chatproject.asgi import application
+
+    return application
+
+
+@pytest.fixture
 def make_user(django_user_model):
     """Create users: ``make_user("alice", perms=["chat.send_message"])``."""
 

@@ -17,13 +17,6 @@ ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture
-def app():
-    from chatproject.asgi import application
-
-    return application
-
-
-@pytest.fixture
 def alice(make_user):
     return make_user("alice", perms=("chat.send_message",))
 

@@ -19,13 +19,6 @@ PATH = "/ws/chat/lobby/"
 
 
 @pytest.fixture
-def app():
-    from chatproject.asgi import application
-
-    return application
-
-
-@pytest.fixture
 def token_for(make_user):
     @database_sync_to_async
     def make(username="alice", perms=("chat.send_message",), scopes=("chat:write",), **kw):

@@ -63,13 +63,6 @@ def test_defaults_derive_from_allowed_hosts_and_csrf_trusted_origins(settings):
     assert "https://app.example.com" in derived_origins()
 
 
-@pytest.fixture
-def app():
-    from chatproject.asgi import application
-
-    return application
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("origin", "allowed"), [*ORIGINS, (None, None)])
 @pytest.mark.parametrize("method", ["cookie", "token"])

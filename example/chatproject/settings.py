@@ -64,20 +64,27 @@ WSOPS = {
     "MAX_CONNECTIONS_PER_USER": 10,
 }
 
+
+
+def on_redis(url: str, *, capacity: int = 100) -> tuple[dict, dict]:
+    """CHANNEL_LAYERS and CACHES on one Redis.
+
+    socket_timeout must exceed channels-redis' 5 s blocking receive: redis-py 8
+    defaults it to 5 s, which tears consumers down every few seconds
+    (channels_redis#422; `wssecure check` reports it as wsops.E009).
+    """
+    layers = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": url, "socket_timeout": 10}],
+                   "capacity": capacity, "expiry": 30},
+    }}
+    caches = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url}}
+    return layers, caches
+
+
 REDIS_URL = os.environ.get("EXAMPLE_REDIS_URL")
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # socket_timeout above channels-redis' 5 s blocking pop: redis-py 8 defaults
-            # to 5 s, which tears consumers down every ~5 s (channels_redis#422).
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
-                       "capacity": 200, "expiry": 30},
-        }
-    }
-    CACHES = {
-        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}
-    }
+    CHANNEL_LAYERS, CACHES = on_redis(REDIS_URL, capacity=200)
     WSOPS["REDIS_URL"] = REDIS_URL
 
 LOGIN_URL = "/accounts/login/"

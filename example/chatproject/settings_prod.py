@@ -6,6 +6,7 @@ Behind the nginx from `wsdeploy`, with daphne workers on unix sockets.
 import os
 
 from .settings import *  # noqa: F403
+from .settings import on_redis
 
 DEBUG = False
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "prod-example-" + "k3y" * 20)
@@ -21,14 +22,7 @@ CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
 REDIS_URL = os.environ.get("EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
-                   "capacity": 100, "expiry": 30},
-    }
-}
-CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
+CHANNEL_LAYERS, CACHES = on_redis(REDIS_URL)
 WSOPS = {
     "REDIS_URL": REDIS_URL,
     "ALLOWED_ORIGINS": ["https://chat.example.com"],
