@@ -242,3 +242,29 @@ async def test_last_used_is_written_at_most_once_a_minute(app, alice):
     await asyncio.sleep(0.2)
     again = (await database_sync_to_async(WebSocketToken.objects.get)(pk=token.pk)).last_used_at
     assert again == first
+
+
+async def test_a_cached_token_handshake_makes_one_redis_round_trip(app, alice, settings,
+                                                                   private_redis, monkeypatch):
+    """IP checks, the token cache read and the identity's bans, rate and caps: one trip."""
+    from tests.conftest import configure_redis
+    from wsops import store
+
+    configure_redis(settings, private_redis)
+    _, secret = await issue(alice)
+    assert (await SecureCommunicator(app, PATH, token=secret).outcome()).accepted  # warms cache
+    trips = []
+    real_call = store.call
+
+    async def counted(coroutine):
+        trips.append(1)
+        return await real_call(coroutine)
+
+    monkeypatch.setattr(store, "call", counted)
+    async with SecureCommunicator(app, PATH, token=secret) as socket:
+        assert socket.accepted
+        assert len(trips) == 1
+        assert (await whoami(socket))["user"] == "alice"
+    client = private_redis.client()
+    assert client.zcard(f"wsops:conn:user:{alice.pk}") == 0  # released at close
+    assert "|" in client.get(f"wsops:rl:connect:user:{alice.pk}")  # the user rate was charged

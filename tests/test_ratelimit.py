@@ -157,7 +157,7 @@ async def test_show_matches_the_counters_in_text_and_json(redis, make_user):
     limiter = RedisLimiter()
     for _ in range(3):
         await limiter.admit(limits=(Limit(rate_key("connect", "ip", "6.6.6.6"), Rate(10, 60)),))
-    await limiter.admit(limits=(Limit(rate_key("user_message", "user", "42"), Rate(50, 1)),))
+    await limiter.admit(limits=(Limit(rate_key("user_message", "user", "42"), Rate(5, 60)),))
     await limiter.admit(caps=(Cap(cap_key("user", "42"), 20),), member="w:1", ttl=30)
     await limiter.admit(caps=(Cap(cap_key("user", "42"), 20),), member="w:2", ttl=30)
     client = redis.client()

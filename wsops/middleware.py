@@ -19,7 +19,9 @@ each step is cheaper than the next and protects it:
    ``scope["user"]``; a bad credential is refused, never made anonymous.
 4. ``ConnectionRegistry``: what needs the identity: user and token bans, the
    per-user connect rate and the concurrent-connection caps (one Redis trip),
-   then registers the socket until it closes.
+   then registers the socket until it closes. For a token whose verification
+   is cached in Redis, step 1 already decided this in its own trip, so such a
+   handshake makes one round trip before it is accepted (and one at close).
 
 A refused handshake is answered with HTTP 403 (``REJECT_WITH="handshake"``)
 or accepted and closed with a code from ``wsops.codes``
@@ -55,6 +57,7 @@ from .ratelimit import (
     THROTTLED,
     Cap,
     Decision,
+    IdentityAdmission,
     Limit,
     ban_key,
     cap_key,
@@ -149,8 +152,12 @@ class ConnectThrottle(_Step):
     """Refuse banned IPs and IPs connecting faster than ``RATES["connect"]``.
 
     While it asks Redis anyway, it reads the token cache entry of a presented
-    token in the same round trip, so a token handshake needs no separate read.
+    token in the same round trip. Inside ``SecureWebsocketStack`` it also decides
+    that token's identity there (user and token bans, user connect rate, caps),
+    which ``ConnectionRegistry`` would otherwise do in a second trip.
     """
+
+    admits_identity = False  # set by SecureWebsocketStack, which also runs the registry
 
     async def check(self, scope: Scope) -> Refusal | None:
         ip = client_ip(scope)
@@ -160,14 +167,23 @@ class ConnectThrottle(_Step):
         rate = conf.rate("connect")
         limits = (Limit(rate_key("connect", "ip", ip), rate),) if rate else ()
         credential = find_credential(scope, conf.TOKEN_TRANSPORTS)
-        fetch = None
+        fetch = identity = None
         if credential is not None and credential.kind == TOKEN and store.redis_url():
             fetch = tokens.cache_key_for(credential.secret)
-        decision = await decide(bans=(ban_key("ip", ip),), limits=limits, fetch=fetch)
+            if self.admits_identity:
+                identity = IdentityAdmission(ip, rate, conf.MAX_CONNECTIONS_PER_USER,
+                                             conf.MAX_CONNECTIONS_PER_IP, new_member(),
+                                             conf.CONNECTION_TTL)
+        decision = await decide(bans=(ban_key("ip", ip),), limits=limits, fetch=fetch,
+                                identity=identity)
         if decision is not None and not decision.allowed:
             return refusal_for(decision)
         if fetch and decision is not None:
-            scope["wsops"]["cached_token"] = decision.fetched
+            state = scope["wsops"]
+            state["cached_token"] = decision.fetched
+            if identity and decision.identity_admitted:
+                user_id = tokens.cached_identity(decision.fetched)
+                state["admitted"] = (user_id, identity.member, identity.caps(user_id))
         return None
 
 
@@ -308,6 +324,13 @@ class ConnectionRegistry:
         """``(refusal, connection id, cap slots held)``."""
         conf = get_settings()
         state = scope.setdefault("wsops", {})
+        admitted = state.pop("admitted", None)
+        if admitted is not None:  # decided with the token cache read, before auth
+            user_id, member, held = admitted
+            if str(state.get("user_id")) == user_id:
+                state["connection_id"] = member
+                return None, member, held
+            await release(held, member)  # not the identity that was admitted
         bans: list[str] = []
         limits: list[Limit] = []
         caps: list[Cap] = []
@@ -344,15 +367,20 @@ class ConnectionRegistry:
             return await self.inner(scope, receive, send)
         finally:
             registry.remove(member)
-            if held:
-                try:
-                    await get_limiter().release(held, member)
-                except store.StoreUnavailable:
-                    pass  # the entry expires within CONNECTION_TTL
+            await release(held, member)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         require_websocket(scope, self)
         return await self.serve(scope, receive, send)
+
+
+async def release(held: tuple[Cap, ...], member: str) -> None:
+    """Free registry slots; if Redis is down they expire within CONNECTION_TTL."""
+    if held:
+        try:
+            await get_limiter().release(held, member)
+        except store.StoreUnavailable:
+            pass
 
 
 class SecureWebsocketStack:
@@ -367,6 +395,7 @@ class SecureWebsocketStack:
         self.inner = inner
         self.registry = ConnectionRegistry(inner)
         self.throttle = ConnectThrottle(None)
+        self.throttle.admits_identity = True
         self.origin = OriginGuard(None)
         self.auth = TokenAuthMiddleware(self.registry)
         # What guards the route, for `wssecure check`'s walker.
@@ -374,14 +403,16 @@ class SecureWebsocketStack:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         require_websocket(scope, self)
-        for step in (self.throttle, self.origin):
-            refusal = await step.check(scope)
-            if refusal is not None:
-                return await refuse(scope, receive, send, refusal)
-        if SUBPROTOCOL in (scope.get("subprotocols") or ()):
-            send = answering_subprotocol(send)
-        scope, refusal, session = await self.auth.authenticate(scope)
+        refusal = await self.throttle.check(scope)
+        if refusal is None:
+            refusal = await self.origin.check(scope)
+        if refusal is None:
+            if SUBPROTOCOL in (scope.get("subprotocols") or ()):
+                send = answering_subprotocol(send)
+            scope, refusal, session = await self.auth.authenticate(scope)
         if refusal is not None:
+            if admitted := scope["wsops"].pop("admitted", None):
+                await release(admitted[2], admitted[1])  # slots taken before the refusal
             return await refuse(scope, receive, send, refusal)
         if session:
             return await self.auth.session_inner(scope, receive, send)

@@ -17,7 +17,9 @@ A shared decision is one EVALSHA of ``ADMIT`` which checks, atomically and in
 this order, ban keys, GCRA rate keys and connection-cap sets, and commits
 only when everything passes (a refused event is not charged). It can also
 return one more key's value (``fetch``): the handshake reads the token cache
-in the same round trip as the IP checks. The clock is
+in the same round trip as the IP checks, and when that is a cached token,
+decide its identity (user and token bans, user connect rate, connection caps)
+in that trip too: a token handshake then makes one round trip before accept. The clock is
 Redis' own ``TIME``, so workers with skewed clocks still agree.
 
 ``LocalLimiter`` implements the same decision in process, for the embedded
@@ -46,45 +48,96 @@ local nfetch = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local k, a = 1, 5
-for i = 1, nbans do
-  local ban = redis.call('GET', KEYS[k])
-  if ban then return {1, k, '0', ban} end
-  k = k + 1
+local rate_keys, rate_counts, rate_periods, tats = {}, {}, {}, {}
+local cap_keys, cap_limits = {}, {}
+
+local function banned(key)
+  return redis.call('GET', key)
 end
-local rate_start, tats = k, {}
-for i = 1, nrates do
-  local count, period = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local interval = period / count
-  a = a + 2
-  local raw = redis.call('GET', KEYS[k])
+
+local function check_rate(key, count, period)
+  local raw = redis.call('GET', key)
   local tat = raw and tonumber(string.match(raw, '^[^|]+')) or now
   if tat < now then tat = now end
-  local new_tat = tat + interval
-  if new_tat - period > now then return {2, k, tostring(new_tat - period - now)} end
-  tats[i] = new_tat
+  local new_tat = tat + period / count
+  if new_tat - period > now then return tostring(new_tat - period - now) end
+  table.insert(rate_keys, key)
+  table.insert(rate_counts, count)
+  table.insert(rate_periods, period)
+  table.insert(tats, new_tat)
+  return nil
+end
+
+for i = 1, nbans do
+  local ban = banned(KEYS[k])
+  if ban then return {1, KEYS[k], '0', ban} end
   k = k + 1
 end
-local member, ttl = ARGV[a + ncaps], tonumber(ARGV[a + ncaps + 1])
+for i = 1, nrates do
+  local retry = check_rate(KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+  if retry then return {2, KEYS[k], retry} end
+  k, a = k + 1, a + 2
+end
 for i = 1, ncaps do
-  local cap_key = KEYS[k + i - 1]
-  redis.call('ZREMRANGEBYSCORE', cap_key, '-inf', now)
-  if redis.call('ZSCORE', cap_key, member) == false
-     and redis.call('ZCARD', cap_key) >= tonumber(ARGV[a + i - 1]) then
-    return {3, k + i - 1, '0'}
+  table.insert(cap_keys, KEYS[k])
+  table.insert(cap_limits, tonumber(ARGV[a]))
+  k, a = k + 1, a + 1
+end
+local member, ttl
+if ncaps > 0 then
+  member, ttl = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+end
+
+-- nfetch 1: return one more key; 2: it is a cached token "<user id>|<prefix>|...",
+-- and the identity's bans, connect rate and caps are decided in this same trip.
+local fetched = false
+local identity = 0
+if nfetch > 0 then fetched = redis.call('GET', KEYS[k]) end
+if nfetch == 2 and fetched then
+  local uid, prefix = string.match(fetched, '^([^|]+)|([^|]+)|')
+  if uid then
+    identity = 1
+    local P, ip = ARGV[a], ARGV[a + 1]
+    local ucount, uperiod = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local ucap, ipcap = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+    member, ttl = ARGV[a + 6], tonumber(ARGV[a + 7])
+    for _, key in ipairs({P .. 'ban:user:' .. uid, P .. 'ban:token:' .. prefix}) do
+      local ban = banned(key)
+      if ban then return {1, key, '0', ban} end
+    end
+    if ucount > 0 then
+      local key = P .. 'rl:connect:user:' .. uid
+      local retry = check_rate(key, ucount, uperiod)
+      if retry then return {2, key, retry} end
+    end
+    if ucap > 0 then
+      table.insert(cap_keys, P .. 'conn:user:' .. uid)
+      table.insert(cap_limits, ucap)
+    end
+    if ipcap > 0 then
+      table.insert(cap_keys, P .. 'conn:ip:' .. ip)
+      table.insert(cap_limits, ipcap)
+    end
   end
 end
-for i = 1, nrates do
-  local arg = 5 + (i - 1) * 2
-  local value = tostring(tats[i]) .. '|' .. ARGV[arg] .. '|' .. ARGV[arg + 1]
-  redis.call('SET', KEYS[rate_start + i - 1], value, 'PX', math.max(1, math.ceil(tats[i] - now)))
+
+for i, key in ipairs(cap_keys) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZSCORE', key, member) == false
+     and redis.call('ZCARD', key) >= cap_limits[i] then
+    return {3, key, '0'}
+  end
 end
-for i = 1, ncaps do
-  redis.call('ZADD', KEYS[k + i - 1], now + ttl, member)
-  redis.call('PEXPIRE', KEYS[k + i - 1], ttl)
+for i, key in ipairs(rate_keys) do
+  local value = tostring(tats[i]) .. '|' .. rate_counts[i] .. '|' .. rate_periods[i]
+  redis.call('SET', key, value, 'PX', math.max(1, math.ceil(tats[i] - now)))
 end
-if nfetch == 1 then
-  return {0, 0, '0', redis.call('GET', KEYS[#KEYS])}
+for _, key in ipairs(cap_keys) do
+  redis.call('ZADD', key, now + ttl, member)
+  redis.call('PEXPIRE', key, ttl)
 end
+if nfetch > 0 then return {0, '', '0', fetched, identity} end
 return 0
 """
 )
@@ -123,12 +176,44 @@ class Cap:
 
 
 @dataclass(frozen=True)
+class IdentityAdmission:
+    """The identity-level checks to run when the fetched token cache entry exists.
+
+    The cache entry starts with ``<user id>|<token prefix>|``, so the script
+    can name the user's and token's keys itself: bans, the per-user connect
+    rate, and the user and IP connection caps, registered as ``member``.
+    """
+
+    ip: str
+    user_rate: Rate | None
+    user_cap: int | None
+    ip_cap: int | None
+    member: str
+    ttl: float
+
+    def arguments(self) -> list[Any]:
+        rate = self.user_rate
+        return [store.key(""), self.ip, rate.count if rate else 0,
+                int(rate.period * 1000) if rate else 0, self.user_cap or 0, self.ip_cap or 0,
+                self.member, int(self.ttl * 1000)]
+
+    def caps(self, user_id: str) -> tuple[Cap, ...]:
+        held = []
+        if self.user_cap:
+            held.append(Cap(cap_key("user", user_id), self.user_cap))
+        if self.ip_cap:
+            held.append(Cap(cap_key("ip", self.ip), self.ip_cap))
+        return tuple(held)
+
+
+@dataclass(frozen=True)
 class Decision:
     outcome: str
     key: str = ""
     retry_after: float = 0.0  # seconds
     ban: dict[str, Any] | None = None
     fetched: str | None = None  # the value of ``fetch``, read in the same round trip
+    identity_admitted: bool = False  # the cached token's identity was admitted too
 
     @property
     def allowed(self) -> bool:
@@ -187,26 +272,28 @@ class RedisLimiter:
         member: str = "",
         ttl: float = 0,
         fetch: str | None = None,
+        identity: IdentityAdmission | None = None,
     ) -> Decision:
         keys = [*bans, *(limit.key for limit in limits), *(cap.key for cap in caps)]
-        args: list[Any] = [len(bans), len(limits), len(caps), 1 if fetch else 0]
-        if fetch:
-            keys.append(fetch)
+        args: list[Any] = [len(bans), len(limits), len(caps),
+                           (2 if identity else 1) if fetch else 0]
         for limit in limits:
             args += [limit.rate.count, int(limit.rate.period * 1000)]
         if caps:  # the message path sends no cap arguments at all
             args += [cap.limit for cap in caps]
             args += [member, int(ttl * 1000)]
+        if fetch:
+            keys.append(fetch)
+            if identity:
+                args += identity.arguments()
         reply = await store.call(ADMIT.run(store.async_client(), keys, args))
         if reply == 0:  # allowed, nothing fetched: the common case is a bare integer
             return ALLOW
         outcome = _OUTCOMES[int(reply[0])]
         if outcome == ALLOWED:
-            return Decision(ALLOWED, fetched=reply[3] if len(reply) > 3 else None) if fetch \
-                else ALLOW
-        refused_key = keys[int(reply[1]) - 1]
+            return Decision(ALLOWED, fetched=reply[3], identity_admitted=bool(int(reply[4])))
         ban = _load_ban(reply[3]) if outcome == BANNED else None
-        return Decision(outcome, refused_key, float(reply[2]) / 1000, ban)
+        return Decision(outcome, reply[1], float(reply[2]) / 1000, ban)
 
     async def refresh(self, caps: list[tuple[str, str]], ttl: float) -> None:
         """Push the expiry of live registry entries ``(cap key, member)`` forward."""
@@ -244,6 +331,7 @@ class LocalLimiter:
         member: str = "",
         ttl: float = 0,
         fetch: str | None = None,
+        identity: IdentityAdmission | None = None,
     ) -> Decision:
         now = time.monotonic()
         for ban in bans:

@@ -194,12 +194,19 @@ def cache_key_for(secret: str) -> str:
 
 
 def _unpack(raw: str | None) -> VerifiedToken | None:
+    """Cache entries are ``<user id>|<prefix>|<pickled VerifiedToken>``: the prefix lets
+    the handshake script decide the identity's limits without Python."""
     if raw is None:
         return None
     try:
-        return pickle.loads(base64.b64decode(raw))
+        return pickle.loads(base64.b64decode(raw.split("|", 2)[2]))
     except Exception:
         return None
+
+
+def cached_identity(raw: str | None) -> str | None:
+    """The user id at the head of a cache entry."""
+    return raw.split("|", 1)[0] if raw and "|" in raw else None
 
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
@@ -213,7 +220,8 @@ async def _remember(secret_hash: str, token: VerifiedToken) -> None:
     ttl = get_settings().TOKEN_CACHE_SECONDS
     if token.expires_at is not None:
         ttl = min(ttl, max(1, int(token.expires_at - now().timestamp())))
-    payload = base64.b64encode(pickle.dumps(token)).decode()
+    packed = base64.b64encode(pickle.dumps(token)).decode()
+    payload = f"{token.user.pk}|{token.prefix}|{packed}"
     try:
         await store.call(store.async_client().set(_cache_key(secret_hash), payload, ex=ttl))
     except store.StoreUnavailable:
