@@ -37,16 +37,17 @@ hypothesis_settings.register_profile("deep", max_examples=20000, deadline=None,
 hypothesis_settings.load_profile("ci")
 
 
-def require_tool(name: str) -> str:
+def require_tool(name: str, *, also_in: tuple[str, ...] = (), how: str = ".ci/run shows how"
+                 ) -> str:
     """The path of a required executable; fail under CI, skip locally, when missing."""
-    search = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent),
-                              "/usr/sbin", "/usr/local/sbin"])
+    search = os.pathsep.join([*also_in, os.environ.get("PATH", ""),
+                              str(Path(sys.executable).parent), "/usr/sbin", "/usr/local/sbin"])
     path = shutil.which(name, path=search)
     if path is None:
-        message = f"{name} is not installed (install it: .ci/run shows how)"
+        message = f"{name} is not installed (install it: {how})"
         if IN_CI:
             pytest.fail(f"CI requires {name}: {message}", pytrace=False)
-        pytest.skip(message)
+        pytest.skip(message)  # only outside CI, where a missing tool fails the run instead
     return path
 
 

@@ -5,7 +5,6 @@ import http.client
 import io
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import time
@@ -16,7 +15,7 @@ from channels.db import database_sync_to_async
 from cryptography.hazmat.primitives import serialization
 from django.core.management import call_command
 
-from tests.conftest import IN_CI, ROOT, free_port, require_tool, wait_for_port
+from tests.conftest import ROOT, free_port, require_tool, wait_for_port
 from wsops import tickets, tokens
 from wsops.deploy.certs import _pem_key, mint
 from wsops.deploy.nginx import minimal_conf
@@ -149,16 +148,9 @@ async def test_https_serves_django_with_hsts_and_no_version(stack):
 
 def sslyze_binary() -> str:
     """sslyze runs from its own virtualenv (it pins another cryptography than certbot)."""
-    candidates = [os.environ.get("WSOPS_SSLYZE"), str(ROOT / ".venv-sslyze" / "bin" / "sslyze"),
-                  shutil.which("sslyze")]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            return candidate
-    message = "sslyze is not installed: python3 -m venv .venv-sslyze && " \
-              ".venv-sslyze/bin/pip install 'sslyze>=6,<7'"
-    if IN_CI:
-        pytest.fail(f"CI requires sslyze: {message}", pytrace=False)
-    pytest.skip(message)
+    extra = os.path.dirname(os.environ.get("WSOPS_SSLYZE", ""))
+    return require_tool("sslyze", also_in=(extra, str(ROOT / ".venv-sslyze" / "bin")),
+                        how="make test creates .venv-sslyze")
 
 
 @pytest.mark.parametrize("stack", ["intermediate", "modern"], indirect=True)
