@@ -122,6 +122,24 @@ async def test_binary_frames_are_refused(app, token_for):
         assert await socket.receive_close() == 1003
 
 
+async def test_class_level_groups_are_joined_like_channels_does(make_user):
+    from channels.layers import get_channel_layer
+
+    class Announcements(SecureJsonWebsocketConsumer):
+        groups = ["announcements"]
+
+        async def announce(self, event):
+            await self.send_json({"type": "announcement", "text": event["text"]})
+
+    app = SecureWebsocketStack(URLRouter([re_path(r"^ws/a/$", Announcements.as_asgi())]))
+    user = await database_sync_to_async(make_user)("listener")
+    secret = (await database_sync_to_async(tokens.issue)(user))[1]
+    async with SecureCommunicator(app, "/ws/a/", token=secret) as socket:
+        await get_channel_layer().group_send("announcements", {"type": "announce",
+                                                               "text": "hello"})
+        assert await socket.receive_json() == {"type": "announcement", "text": "hello"}
+
+
 class Members(forms.Form):
     text = forms.CharField(max_length=10)
 

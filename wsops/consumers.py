@@ -183,6 +183,8 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             signals.report(kind, self.scope, "connect_permission", close_code=code)
             await self._refuse_connect(code)
             return
+        for group in self.groups:  # Channels' class-level `groups`, as its consumer does
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.connect()
 
     async def _refuse_connect(self, code: int) -> None:
