@@ -262,8 +262,6 @@ class ConnectionThrottle:
 class RedisLimiter:
     """Shared decisions in Redis: one EVALSHA each."""
 
-    shared = True
-
     async def admit(
         self,
         bans: tuple[str, ...] = (),
@@ -316,8 +314,6 @@ class RedisLimiter:
 class LocalLimiter:
     """The same decisions in process (embedded defaults: one worker, nothing shared)."""
 
-    shared = False
-
     def __init__(self) -> None:
         self.tats: dict[str, float] = {}
         self.bans: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -364,10 +360,6 @@ class LocalLimiter:
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
         for cap in caps:
             self.registry.get(cap.key, {}).pop(member, None)
-
-    def ban(self, kind: str, ident: str, seconds: float, reason: str = "") -> None:
-        record = {"reason": reason, "until": time.time() + seconds}
-        self.bans[ban_key(kind, ident)] = (time.monotonic() + seconds, record)
 
 
 def _load_ban(raw: str) -> dict[str, Any]:
