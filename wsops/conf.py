@@ -58,6 +58,15 @@ class WsopsSettings:
     CONNECTION_TTL: int = 30
     SESSION_SCOPES: tuple[str, ...] | None = None
     TICKET_RATE: str = "10/m"
+    IPV6_PREFIX: int = 64
+    EXPLAIN_REFUSALS: bool | None = None  # None: follow settings.DEBUG
+
+    @property
+    def explain_refusals(self) -> bool:
+        """Whether refusal reasons reach the client (default: under DEBUG only)."""
+        if self.EXPLAIN_REFUSALS is None:
+            return bool(django_settings.DEBUG)
+        return self.EXPLAIN_REFUSALS
 
     def rate(self, scope: str) -> Rate | None:
         """The configured rate of a scope, or None when that scope is unlimited."""
@@ -81,6 +90,18 @@ def _positive_number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError("a positive number of seconds")
     return float(value)
+
+
+def _ipv6_prefix(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
+        raise ValueError("a prefix length from 1 to 128 (64: one customer's /64)")
+    return value
+
+
+def _optional_bool(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("True, False or None (None follows DEBUG)")
+    return value
 
 
 def _string(value: Any) -> str:
@@ -227,6 +248,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "CONNECTION_TTL": _finite_duration,
     "SESSION_SCOPES": _optional(_string_list(str.strip)),
     "TICKET_RATE": _rate_string,
+    "IPV6_PREFIX": _ipv6_prefix,
+    "EXPLAIN_REFUSALS": _optional_bool,
 }
 assert set(_VALIDATORS) == {f.name for f in fields(WsopsSettings)}
 

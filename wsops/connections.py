@@ -177,21 +177,26 @@ class LiveConnections:
             self.joined.set()
             return
         channel = None
-        joined = 0.0
+        # None, never 0.0: time.monotonic() counts from boot, so on a host up for less
+        # than GROUP_RENEW seconds "now - 0.0 > GROUP_RENEW" would never be true.
+        joined_at: float | None = None
         while self.entries:
             try:
                 if channel is None:
                     channel = await layer.new_channel("wsops.worker.")
-                if time.monotonic() - joined > GROUP_RENEW:
+                if joined_at is None or time.monotonic() - joined_at > GROUP_RENEW:
                     await layer.group_add(WORKERS_GROUP, channel)
-                    joined = time.monotonic()
+                    joined_at = time.monotonic()
                     self.joined.set()
-                event = await layer.receive(channel)
+                # Wake up to renew the membership even when no event arrives.
+                event = await asyncio.wait_for(layer.receive(channel), timeout=GROUP_RENEW)
             except asyncio.CancelledError:
                 raise
+            except asyncio.TimeoutError:
+                continue
             except Exception:
                 await asyncio.sleep(1)  # layer unreachable: try again, never crash
-                joined = 0.0
+                joined_at = None
                 continue
             if event.get("type") == "wsops.disconnect" and isinstance(event.get("match"), dict):
                 await self.close_matching(event["match"], int(event.get("code", 4401)),

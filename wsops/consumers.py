@@ -91,7 +91,7 @@ class _DatabaseHygiene:
     """Close stale DB connections at most once per interval per process."""
 
     def __init__(self) -> None:
-        self.last = 0.0
+        self.last = float("-inf")  # never 0.0: monotonic time starts near 0 at boot
 
     async def maybe_clean(self) -> None:
         moment = time.monotonic()
