@@ -8,8 +8,9 @@ connection-cap slots it holds in Redis. One background ticker per worker:
   (one round trip), so a killed worker's sockets stop counting within
   ``CONNECTION_TTL`` seconds;
 - closes token sockets (4401) when their token expires (checked every second)
-  and re-checks all of this worker's token sockets against the database every
-  ``TOKEN_CACHE_SECONDS`` in one query (revoked tokens, deactivated owners).
+  and re-checks all of this worker's sockets against the database every
+  ``TOKEN_CACHE_SECONDS`` in two queries: revoked tokens and deactivated or
+  deleted users close (4401), token scopes and user fields are refreshed.
 
 Remote close: each worker joins the channel-layer group ``wsops.workers`` with
 one channel. ``wstokens revoke --disconnect`` and ``wsratelimit block
@@ -127,7 +128,7 @@ class LiveConnections:
                 await self._close_expired()
                 if moment - last_recheck >= conf.TOKEN_CACHE_SECONDS:
                     last_recheck = moment
-                    await self._recheck_tokens()
+                    await self._recheck_identities()
                 if moment - last_refresh >= conf.CONNECTION_TTL / 3:
                     last_refresh = moment
                     await self._refresh_slots(conf.CONNECTION_TTL)
@@ -143,20 +144,34 @@ class LiveConnections:
             if expires is not None and expires <= current and not entry.closed:
                 await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "expired")
 
-    async def _recheck_tokens(self) -> None:
-        from .tokens import valid_token_ids
+    async def _recheck_identities(self) -> None:
+        """Re-read every live socket's token and user from the database.
 
-        by_token: dict[int, list[Entry]] = {}
-        for entry in self.entries.values():
-            token = entry.state.get("token")
-            if token and not entry.closed:
-                by_token.setdefault(token["id"], []).append(entry)
-        if not by_token:
+        A revoked or expired token, and a deactivated or deleted user, closes the
+        socket (4401) whatever its transport. Token scopes and the user object's
+        fields (``is_superuser``, ``is_staff``, ...) are refreshed in place, so
+        nothing a consumer reads is older than ``TOKEN_CACHE_SECONDS``.
+        """
+        from .tokens import recheck
+
+        live = [e for e in self.entries.values() if not e.closed]
+        token_ids = {e.state["token"]["id"] for e in live if e.state.get("token")}
+        user_ids = {e.state["user_id"] for e in live if e.state.get("user_id") is not None}
+        if not token_ids and not user_ids:
             return
-        valid = await valid_token_ids(set(by_token))
-        for token_id in set(by_token) - valid:
-            for entry in by_token[token_id]:
+        found = await recheck(token_ids, user_ids)
+        for entry in live:
+            token = entry.state.get("token")
+            user_id = entry.state.get("user_id")
+            if token and token["id"] not in found.tokens:
                 await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "revoked")
+            elif user_id is not None and user_id not in found.users:
+                await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "inactive_user")
+            else:
+                if token:
+                    token.update(found.tokens[token["id"]])
+                if user_id is not None:
+                    refresh_user(entry.scope.get("user"), found.users[user_id])
 
     async def _refresh_slots(self, ttl: float) -> None:
         pairs = [(cap.key, member) for member, entry in list(self.entries.items())
@@ -207,6 +222,22 @@ class LiveConnections:
                 await layer.group_discard(WORKERS_GROUP, channel)
             except Exception:
                 pass
+
+
+def refresh_user(user: Any, fresh: Any) -> None:
+    """Copy a freshly loaded user's fields onto the socket's user object, in place.
+
+    In place because the consumer's scope shares this object (for cookie sockets a
+    ``UserLazyObject``, whose attribute writes reach the wrapped user). The
+    permission caches ModelBackend keeps on the object are dropped too.
+    """
+    if user is None or not getattr(user, "is_authenticated", False) or user.pk != fresh.pk:
+        return
+    target = getattr(user, "_wrapped", user)
+    for model_field in type(fresh)._meta.concrete_fields:
+        setattr(target, model_field.attname, getattr(fresh, model_field.attname))
+    for attribute in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        target.__dict__.pop(attribute, None)
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveConnections] = (

@@ -331,18 +331,7 @@ class ConnectionRegistry:
                 state["connection_id"] = member
                 return None, member, held
             await release(held, member)  # not the identity that was admitted
-        bans: list[str] = []
-        limits: list[Limit] = []
-        caps: list[Cap] = []
-        user = scope.get("user")
-        if user is not None and user.is_authenticated:
-            bans.append(ban_key("user", user.pk))
-            if (rate := conf.rate("connect")) is not None:
-                limits.append(Limit(rate_key("connect", "user", user.pk), rate))
-            if conf.MAX_CONNECTIONS_PER_USER:
-                caps.append(Cap(cap_key("user", user.pk), conf.MAX_CONNECTIONS_PER_USER))
-        if token := state.get("token"):
-            bans.append(ban_key("token", token["prefix"]))
+        bans, limits, caps = identity_limits(scope)
         ip = client_ip(scope)
         if ip is not None and conf.MAX_CONNECTIONS_PER_IP:
             caps.append(Cap(cap_key("ip", ip), conf.MAX_CONNECTIONS_PER_IP))
@@ -362,16 +351,62 @@ class ConnectionRegistry:
         if refusal is not None:
             return await refuse(scope, receive, send, refusal)
         registry = live_connections()
-        await registry.add(member, Entry(scope, send, held))
+        entry = Entry(scope, send, held)
+        await registry.add(member, entry)
         try:
             return await self.inner(scope, receive, send)
         finally:
             registry.remove(member)
-            await release(held, member)
+            await release(entry.caps, member)  # admit_identity may have added slots
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         require_websocket(scope, self)
         return await self.serve(scope, receive, send)
+
+
+def identity_limits(scope: Scope) -> tuple[list[str], list[Limit], list[Cap]]:
+    """The bans, rates and caps of the connection's identity (user and token)."""
+    conf = get_settings()
+    bans: list[str] = []
+    limits: list[Limit] = []
+    caps: list[Cap] = []
+    user = scope.get("user")
+    if user is not None and user.is_authenticated:
+        bans.append(ban_key("user", user.pk))
+        if (rate := conf.rate("connect")) is not None:
+            limits.append(Limit(rate_key("connect", "user", user.pk), rate))
+        if conf.MAX_CONNECTIONS_PER_USER:
+            caps.append(Cap(cap_key("user", user.pk), conf.MAX_CONNECTIONS_PER_USER))
+    if token := scope.get("wsops", {}).get("token"):
+        bans.append(ban_key("token", token["prefix"]))
+    return bans, limits, caps
+
+
+async def admit_identity(scope: Scope) -> Refusal | None:
+    """Identity admission for a socket that authenticated after its handshake.
+
+    A first-frame login (``TOKEN_TRANSPORTS`` with ``"message"``) learns who the
+    client is only once the socket is open and registered. It must still pass
+    exactly what a handshake credential passes: user and token bans, the per-user
+    connect rate and the per-user cap. The cap slots it takes join the socket's
+    registry entry, so they are refreshed while it lives and released when it closes.
+    Returns None when admitted, else the refusal to report and close with.
+    """
+    bans, limits, caps = identity_limits(scope)
+    if not (bans or limits or caps):
+        return None
+    state = scope.setdefault("wsops", {})
+    member = state.get("connection_id") or new_member()
+    decision = await decide(bans=tuple(bans), limits=tuple(limits), caps=tuple(caps),
+                            member=member, ttl=get_settings().CONNECTION_TTL)
+    if decision is not None and not decision.allowed:
+        return refusal_for(decision)
+    entry = live_connections().entries.get(member)
+    if entry is not None:
+        entry.scope["user"] = scope.get("user")  # the lifetime re-checks watch this user
+        if decision is not None:
+            entry.caps = (*entry.caps, *caps)
+    return None
 
 
 async def release(held: tuple[Cap, ...], member: str) -> None:

@@ -5,8 +5,18 @@
 Each permission answers ``await perm.has_permission(scope)``. Checks that need
 the database (``HasPerm``, ``InGroup``) run in a thread via
 ``database_sync_to_async``, so the event loop never blocks; the consumer
-caches each answer per connection for ``PERMISSION_CACHE_SECONDS``, so a
-revoked permission stops working within that time.
+caches each answer per connection for ``PERMISSION_CACHE_SECONDS``.
+
+Why the database checks reload the user: the user object in the scope was
+loaded when the socket connected, and may be hours old. For cookie sockets it
+is Channels' ``UserLazyObject``, whose wrapped user keeps ModelBackend's
+permission cache for the socket's whole life; ``is_superuser`` and
+``is_active`` on it never change. So every uncached answer is computed on a
+user freshly read from the database: a removed permission or group, a
+superuser demotion or a deactivation takes effect within
+``PERMISSION_CACHE_SECONDS`` on every socket, whatever its transport. (Token
+scopes and deactivations are also re-read for all live sockets every
+``TOKEN_CACHE_SECONDS`` by ``wsops.connections``.)
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
 
 from .conf import get_settings
 
@@ -89,6 +100,14 @@ def _user(scope: Scope) -> Any:
     return scope.get("user")
 
 
+def fresh_user(user: Any) -> Any:
+    """The active user with ``user``'s primary key, read from the database now, or None.
+
+    Never the scope's object (see the module docstring); runs in a thread.
+    """
+    return get_user_model()._default_manager.filter(pk=user.pk, is_active=True).first()
+
+
 class IsAuthenticated(BasePermission):
     async def has_permission(self, scope: Scope) -> bool:
         user = _user(scope)
@@ -109,11 +128,8 @@ class HasPerm(BasePermission):
             return False
 
         def check() -> bool:
-            # ModelBackend caches permissions on the user object for its lifetime, which
-            # is the socket's: drop that cache so PERMISSION_CACHE_SECONDS is the only one.
-            for attribute in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
-                user.__dict__.pop(attribute, None)
-            return user.has_perms(self.perms)
+            current = fresh_user(user)
+            return current is not None and current.has_perms(self.perms)
 
         return await database_sync_to_async(check)()
 
@@ -134,7 +150,8 @@ class InGroup(BasePermission):
         if user is None or not user.is_authenticated:
             return False
         return await database_sync_to_async(
-            lambda: user.groups.filter(name=self.name).exists()
+            lambda: get_user_model()._default_manager.filter(
+                pk=user.pk, is_active=True, groups__name=self.name).exists()
         )()
 
     def __repr__(self) -> str:

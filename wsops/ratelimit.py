@@ -89,13 +89,13 @@ if ncaps > 0 then
   a = a + 2
 end
 
--- nfetch 1: return one more key; 2: it is a cached token "<user id>|<prefix>|...",
+-- nfetch 1: return one more key; 2: it is a cached token "<mac>|<user id>|<prefix>|...",
 -- and the identity's bans, connect rate and caps are decided in this same trip.
 local fetched = false
 local identity = 0
 if nfetch > 0 then fetched = redis.call('GET', KEYS[k]) end
 if nfetch == 2 and fetched then
-  local uid, prefix = string.match(fetched, '^([^|]+)|([^|]+)|')
+  local uid, prefix = string.match(fetched, '^[^|]+|([^|]+)|([^|]+)|')
   if uid then
     identity = 1
     local P, ip = ARGV[a], ARGV[a + 1]

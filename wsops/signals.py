@@ -30,6 +30,7 @@ SIZE = "size"
 INVALID_INPUT = "invalid_input"
 BANNED = "banned"
 UNAVAILABLE = "unavailable"
+TAMPERED = "tampered"  # a record in Redis failed its HMAC (someone wrote to Redis)
 
 
 def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:

@@ -9,17 +9,19 @@ Consumption is atomic: in Redis a ``GETDEL``, so two workers racing on one
 ticket admit exactly one. Without Redis the Django cache is used; its
 ``delete()`` reports whether the key existed, which is atomic on django-redis
 and within one process on the local-memory cache.
+
+Records are JSON sealed with an HMAC bound to the ticket's key
+(``wsops.sealing``): whoever can write to Redis still cannot mint a ticket.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.core.cache import cache
 
-from . import store
+from . import sealing, store
 from .conf import get_settings
 from .credentials import TICKET_PREFIX, TICKET_RE
 from .tokens import generate_secret, hash_secret
@@ -33,7 +35,7 @@ def issue(user: Any, origin: str | None = None) -> tuple[str, int]:
     """Mint a ticket for ``user``; return ``(ticket, seconds it lives)``."""
     ttl = get_settings().TICKET_TTL
     ticket = generate_secret(TICKET_PREFIX)
-    payload = json.dumps({"user_id": user.pk, "origin": origin})
+    payload = sealing.seal_json("ticket", _key(ticket), {"user_id": user.pk, "origin": origin})
     if store.redis_url():
         store.sync_client().set(_key(ticket), payload, ex=ttl)
     else:
@@ -58,4 +60,4 @@ async def consume(ticket: str) -> dict[str, Any] | None:
         payload = await store.call(store.async_client().getdel(key))
     else:
         payload = await database_sync_to_async(_consume_from_cache)(key)
-    return json.loads(payload) if payload else None
+    return sealing.unseal_json("ticket", key, payload)

@@ -6,11 +6,14 @@ prefix. Verification looks rows up by prefix and compares hashes with
 ``hmac.compare_digest`` so timing reveals nothing about the stored hash.
 
 Handshakes should not need the database: with Redis configured, a verified
-token (and its owner) is cached under ``wsops:tok:<hash>`` for
-``TOKEN_CACHE_SECONDS``. Revoking, rotating or deactivating the owner deletes
-that entry, so every worker refuses the token on its next handshake. Without
-Redis nothing is cached (a per-process cache could not be invalidated from
-``wstokens revoke``).
+token (and its owner's fields, never the password) is cached under
+``wsops:tok:<hash>`` for ``TOKEN_CACHE_SECONDS`` as plain JSON sealed with an
+HMAC (``wsops.sealing``), so a Redis writer can neither run code nor forge a
+verification. Every ORM path that changes a token or its owner (save, delete,
+cascades, ``wstokens``, the admin) deletes that entry through model signals
+(``wsops.apps``), so every worker refuses the token on its next handshake.
+Without Redis nothing is cached (a per-process cache could not be invalidated
+from ``wstokens revoke``).
 
 ``now()`` is the clock everything here uses; tests replace it.
 """
@@ -18,10 +21,9 @@ Redis nothing is cached (a per-process cache could not be invalidated from
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
-import pickle
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,10 +32,11 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.db import router
 from django.db.models import Q
 from django.utils import timezone
 
-from . import store
+from . import sealing, store
 from .conf import get_settings
 from .credentials import TOKEN_PREFIX, TOKEN_RE
 from .models import WebSocketToken
@@ -162,9 +165,35 @@ def forget(hashes: Any) -> None:
 
 
 def forget_user(user_id: Any) -> None:
-    """Forget every token of a user (deactivated, password changed, deleted)."""
+    """Forget every token of a user (deactivated, demoted, password changed, deleted)."""
     if store.redis_url():
         forget(WebSocketToken.objects.filter(owner_id=user_id).values_list("hash", flat=True))
+
+
+def connect_cache_invalidation() -> None:
+    """Drop cached verifications on every ORM path that changes a token or its owner.
+
+    ``post_save`` and ``post_delete`` cover ``save()`` (the admin's change form moving
+    ``expires_at`` into the past), ``delete()``, ``QuerySet.delete()``, ``wstokens
+    purge`` and cascades from a deleted user: with a receiver connected, Django's
+    collector sends the signal for every row instead of fast-deleting. What sends no
+    signal (``QuerySet.update()``, raw SQL) is seen within ``TOKEN_CACHE_SECONDS``.
+    """
+    from django.db.models.signals import post_delete, post_save
+
+    def token_changed(sender: Any, instance: WebSocketToken, **kwargs: Any) -> None:
+        forget([instance.hash])
+
+    def owner_changed(sender: Any, instance: Any, update_fields: Any = None,
+                      **kwargs: Any) -> None:
+        if update_fields is not None and set(update_fields) <= {"last_login"}:
+            return  # every login saves last_login: nothing a token check reads
+        forget_user(instance.pk)
+
+    for signal in (post_save, post_delete):
+        signal.connect(token_changed, sender=WebSocketToken,
+                       dispatch_uid=f"wsops.token_changed.{id(signal)}")
+    post_save.connect(owner_changed, sender=get_user_model(), dispatch_uid="wsops.owner_changed")
 
 
 def _check(token: VerifiedToken) -> None:
@@ -193,37 +222,77 @@ def cache_key_for(secret: str) -> str:
     return _cache_key(hash_secret(secret))
 
 
-def _unpack(raw: str | None) -> VerifiedToken | None:
-    """Cache entries are ``<user id>|<prefix>|<pickled VerifiedToken>``: the prefix lets
-    the handshake script decide the identity's limits without Python."""
-    if raw is None:
+# Cache entries are ``<mac>|<user id>|<prefix>|<JSON>`` (see ``wsops.sealing``): the
+# handshake script reads the user id and prefix to decide the identity's limits
+# without Python; the MAC, bound to the token's hash, covers all of it.
+_SEALED_AS = "token"
+# Never cached: a password hash has no business in Redis. Left deferred, so a
+# ``save()`` of the cached user object cannot overwrite it.
+_UNCACHED_USER_FIELDS = {"password"}
+
+
+def _user_record(user: Any) -> dict[str, Any]:
+    """The user's concrete fields as JSON-safe values (no password)."""
+    from django.core.serializers.json import DjangoJSONEncoder
+
+    fields = {f.attname: f.value_from_object(user) for f in type(user)._meta.concrete_fields
+              if f.attname not in _UNCACHED_USER_FIELDS}
+    return json.loads(json.dumps(fields, cls=DjangoJSONEncoder))
+
+
+def _user_from_record(record: dict[str, Any]) -> Any:
+    """A user instance as if loaded from the database (uncached fields deferred)."""
+    model = get_user_model()
+    names, values = [], []
+    for model_field in model._meta.concrete_fields:
+        if model_field.attname in record:
+            names.append(model_field.attname)
+            values.append(model_field.to_python(record[model_field.attname]))
+    return model.from_db(router.db_for_read(model), names, values)
+
+
+def _pack(secret_hash: str, token: VerifiedToken) -> str:
+    body = json.dumps({"id": token.id, "scopes": token.scopes, "expires_at": token.expires_at,
+                       "user": _user_record(token.user)}, separators=(",", ":"))
+    return sealing.seal(_SEALED_AS, secret_hash, f"{token.user.pk}|{token.prefix}|{body}")
+
+
+def _unpack(raw: str | None, secret_hash: str) -> VerifiedToken | None:
+    """The cached verification, or None: absent, or not sealed by us (a miss + an event)."""
+    sealed = sealing.unseal(_SEALED_AS, secret_hash, raw)
+    if sealed is None:
         return None
     try:
-        return pickle.loads(base64.b64decode(raw.split("|", 2)[2]))
-    except Exception:
+        _, prefix, body = sealed.split("|", 2)
+        data = json.loads(body)
+        return VerifiedToken(id=int(data["id"]), prefix=prefix, scopes=list(data["scopes"]),
+                             expires_at=data["expires_at"],
+                             user=_user_from_record(data["user"]))
+    except Exception:  # sealed by us, yet unreadable (a model change): just a miss
         return None
 
 
 def cached_identity(raw: str | None) -> str | None:
-    """The user id at the head of a cache entry."""
-    return raw.split("|", 1)[0] if raw and "|" in raw else None
+    """The user id in a cache entry (after the MAC)."""
+    parts = raw.split("|", 3) if raw else ()
+    return parts[1] if len(parts) == 4 else None
 
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
     try:
-        return _unpack(await store.call(store.async_client().get(_cache_key(secret_hash))))
+        raw = await store.call(store.async_client().get(_cache_key(secret_hash)))
     except store.StoreUnavailable:
         return None  # the database still answers
+    return _unpack(raw, secret_hash)
 
 
 async def _remember(secret_hash: str, token: VerifiedToken) -> None:
     ttl = get_settings().TOKEN_CACHE_SECONDS
     if token.expires_at is not None:
         ttl = min(ttl, max(1, int(token.expires_at - now().timestamp())))
-    packed = base64.b64encode(pickle.dumps(token)).decode()
-    payload = f"{token.user.pk}|{token.prefix}|{packed}"
     try:
-        await store.call(store.async_client().set(_cache_key(secret_hash), payload, ex=ttl))
+        await store.call(store.async_client().set(_cache_key(secret_hash),
+                                                  _pack(secret_hash, token), ex=ttl))
     except store.StoreUnavailable:
         pass
 
@@ -245,7 +314,7 @@ async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) 
     elif cached is NOT_FETCHED:
         token = await _cached(secret_hash)
     else:
-        token = _unpack(cached)
+        token = _unpack(cached, secret_hash)
     if token is None:
         token = await database_sync_to_async(_load_from_db)(secret_hash, public_prefix(secret))
         if shared:
@@ -265,17 +334,33 @@ def verify_sync(secret: str) -> VerifiedToken:
     return token
 
 
-async def valid_token_ids(token_ids: set[int]) -> set[int]:
-    """Which of these tokens still authenticate (one query for a whole worker's sockets)."""
+@dataclass(frozen=True)
+class Recheck:
+    """What the database says now about a worker's live identities."""
 
-    def check() -> set[int]:
-        return set(
-            WebSocketToken.objects.usable(now())
-            .filter(pk__in=token_ids, owner__is_active=True)
-            .values_list("pk", flat=True)
-        )
+    tokens: dict[int, dict[str, Any]]  # usable token id -> {"scopes", "expires_at"}
+    users: dict[Any, Any]  # active user pk -> freshly loaded user
 
-    return await database_sync_to_async(check)()
+
+async def recheck(token_ids: set[int], user_ids: set[Any]) -> Recheck:
+    """Re-read live sockets' tokens and users (two queries for a whole worker)."""
+
+    def load() -> Recheck:
+        tokens = {}
+        if token_ids:
+            rows = (WebSocketToken.objects.usable(now())
+                    .filter(pk__in=token_ids, owner__is_active=True)
+                    .values_list("pk", "scopes", "expires_at"))
+            tokens = {pk: {"scopes": list(scopes or []),
+                           "expires_at": expires.timestamp() if expires else None}
+                      for pk, scopes, expires in rows}
+        users = {}
+        if user_ids:
+            manager = get_user_model()._default_manager
+            users = {u.pk: u for u in manager.filter(pk__in=user_ids, is_active=True)}
+        return Recheck(tokens, users)
+
+    return await database_sync_to_async(load)()
 
 
 # --- last used: at most once a minute per token, off the handshake path ----------------
