@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsops.clientip import resolve
+from wsops.clientip import parse_address, resolve
 from wsops.credentials import MALFORMED, TICKET, TOKEN, find_credential, strip_secrets
 from wsops.origins import current_policy, parse_origin
 from wsops.units import parse_rate
@@ -59,6 +59,10 @@ def test_wildcard_never_matches_look_alikes(label, suffix):
     assert not current_policy().allows(f"https://{label}.{suffix}")
 
 
+def canonical(text):
+    return None if text is None else str(parse_address(text))
+
+
 @at_least(2000)
 @given(peer=st.ip_addresses().map(str) | st.none(),
        chain=st.lists(st.ip_addresses().map(str) | st.text(max_size=20), max_size=6))
@@ -68,14 +72,16 @@ def test_forwarded_for_resolution(peer, chain):
     with override_settings(WSOPS={"TRUSTED_PROXIES": ["10.0.0.0/8", "unix"]}):
         header = ", ".join(chain).encode("utf-8", "replace")
         result = resolve(peer, header)
-        trusted_peer = peer is None or ipaddress.ip_address(peer) in \
-            ipaddress.ip_network("10.0.0.0/8")
+        trusted_peer = peer is None or parse_address(peer) in ipaddress.ip_network("10.0.0.0/8")
         if not trusted_peer:
-            assert result == peer  # an untrusted peer is the client, whatever it claims
-        elif result is not None and result != peer:
+            assert result == canonical(peer)  # an untrusted peer is the client, whatever it says
+        elif result is not None and result != canonical(peer):
             assert ipaddress.ip_address(result) not in ipaddress.ip_network("10.0.0.0/8")
-            assert result in [h.strip() for h in header.decode("latin-1").split(",")] or \
-                str(ipaddress.ip_address(result)) == result
+            assert result in [canonical(h) for h in header.decode("latin-1").split(",")]
+        if result is not None:  # one canonical form: never IPv4-mapped, never a zone
+            address = ipaddress.ip_address(result)
+            assert str(address) == result
+            assert address.version == 4 or address.ipv4_mapped is None
 
 
 def test_forwarded_for_takes_the_right_most_untrusted_hop(settings):

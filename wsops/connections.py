@@ -34,7 +34,7 @@ from typing import Any
 
 from . import codes, signals, store
 from .conf import get_settings
-from .ratelimit import Cap, get_limiter
+from .ratelimit import Cap, get_limiter, ip_matches
 
 logger = logging.getLogger("wsops")
 WORKERS_GROUP = "wsops.workers"
@@ -61,11 +61,12 @@ class Entry:
         return self.scope.setdefault("wsops", {})
 
     def matches(self, match: dict[str, str]) -> bool:
+        """Whether this socket is one a remote close names (``ip`` may be a network)."""
         state = self.state
         token = state.get("token") or {}
-        actual = {"user": str(state.get("user_id")), "token": token.get("prefix"),
-                  "ip": state.get("ip")}
-        return all(actual.get(kind) == value for kind, value in match.items())
+        actual = {"user": str(state.get("user_id")), "token": token.get("prefix")}
+        return all(ip_matches(state.get("ip"), value) if kind == "ip"
+                   else actual.get(kind) == value for kind, value in match.items())
 
     async def close(self, code: int, kind: str, reason: str) -> None:
         if self.closed:

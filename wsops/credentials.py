@@ -32,18 +32,27 @@ TICKET_RE = re.compile(re.escape(TICKET_PREFIX) + _SECRET_BODY)
 MAX_SECRET_LENGTH = 256
 
 TOKEN, TICKET, MALFORMED = "token", "ticket", "malformed"
+DISABLED = "disabled"  # a wsops credential in a transport TOKEN_TRANSPORTS switches off
 
 
 @dataclass(frozen=True)
 class Credential:
-    transport: str  # subprotocol | header | query
-    kind: str  # token | ticket | malformed
+    transport: str  # subprotocol | header | query | message
+    kind: str  # token | ticket | malformed | disabled
     secret: str = ""
+    switch: str = ""  # the TOKEN_TRANSPORTS entry this needs, when not the transport's name
 
     @property
     def prefix(self) -> str | None:
         """The public prefix, safe to log; None for tickets and garbage."""
         return self.secret[:12] if self.kind == TOKEN else None
+
+    @property
+    def refusal(self) -> str:
+        """Why a malformed or disabled credential is refused (a security event reason)."""
+        if self.kind == DISABLED:
+            return f"{self.switch or self.transport}_disabled"
+        return "malformed_credential"
 
 
 def classify(secret: str) -> str:
@@ -52,6 +61,11 @@ def classify(secret: str) -> str:
     if TICKET_RE.fullmatch(secret):
         return TICKET
     return MALFORMED
+
+
+def looks_like_ours(secret: str) -> bool:
+    """Whether a value was meant as a wsops token or ticket (even a garbled one)."""
+    return secret.startswith(TOKEN_PREFIX) or secret.startswith(TICKET_PREFIX)
 
 
 def _from_subprotocols(subprotocols: Any) -> Credential | None:
@@ -81,37 +95,56 @@ def _from_authorization(value: bytes | None) -> Credential | None:
     return Credential("header", classify(secret), secret)
 
 
-def _from_query(query_string: bytes, allow_tokens: bool) -> Credential | None:
+def _from_query(query_string: bytes) -> Credential | None:
+    """``?ticket=`` or ``?token=`` (the latter as transport ``query_token``)."""
     if b"ticket=" not in query_string and b"token=" not in query_string:
         return None
     try:
         params = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=50))
     except ValueError:
         return Credential("query", MALFORMED)
-    secret = params.get("ticket") or (params.get("token") if allow_tokens else None)
-    if secret is None:
+    for name, switch in (("ticket", "query"), ("token", "query_token")):
+        secret = params.get(name)
+        if secret is not None:
+            kind = classify(secret) if len(secret) <= MAX_SECRET_LENGTH else MALFORMED
+            if switch == "query" and kind == TOKEN:
+                kind = MALFORMED  # a long-lived token passed as a ticket
+            return Credential("query", kind, secret, switch)
+    return None
+
+
+def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credential | None:
+    """``found`` if its transport is switched on; a DISABLED credential if it is off but
+    the value is a wsops one (refuse, never ignore); None if it is someone else's."""
+    if found is None:
         return None
-    kind = classify(secret) if len(secret) <= MAX_SECRET_LENGTH else MALFORMED
-    if kind == TOKEN and not allow_tokens:
-        kind = MALFORMED  # a long-lived token in a URL: refuse rather than ignore
-    return Credential("query", kind, secret)
+    switch = found.switch or found.transport
+    if switch in transports or (switch == "query" and "query_token" in transports):
+        return found
+    if found.transport == "subprotocol" or looks_like_ours(found.secret):
+        return Credential(found.transport, DISABLED, switch=found.switch)
+    return None
 
 
 def find_credential(scope: dict[str, Any], transports: tuple[str, ...]) -> Credential | None:
-    """The first credential the handshake presents, in transport order (cached in scope)."""
+    """The first credential the handshake presents, in transport order (cached in scope).
+
+    Every transport is looked at, switched on or not: a wsops token or ticket sent
+    where ``TOKEN_TRANSPORTS`` does not allow it (``?token=`` without
+    ``query_token``) is refused (``query_token_disabled``), never silently ignored
+    while the secret sits in the scope.
+    """
     state = scope.setdefault("wsops", {})
     if "credential" in state:
         return state["credential"]
-    found = None
-    if "subprotocol" in transports:
-        found = _from_subprotocols(scope.get("subprotocols"))
-    if found is None and "header" in transports:
+    found = _allowed(_from_subprotocols(scope.get("subprotocols")), transports)
+    if found is None:
         for name, value in scope.get("headers") or ():
             if name == b"authorization":
-                found = _from_authorization(value)
+                found = _allowed(_from_authorization(value), transports)
                 break
-    if found is None and ("query" in transports or "query_token" in transports):
-        found = _from_query(scope.get("query_string") or b"", "query_token" in transports)
+    if found is None:
+        found = _allowed(_from_query(scope.get("query_string") or b""), transports)
     state["credential"] = found
     if found is not None and found.prefix:
         state["presented_prefix"] = found.prefix
@@ -119,7 +152,12 @@ def find_credential(scope: dict[str, Any], transports: tuple[str, ...]) -> Crede
 
 
 def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the scope without the secret in subprotocols, headers or query string."""
+    """A copy of the scope without credentials in subprotocols, headers or query string.
+
+    Applied to every scope the application sees, whatever authenticated it (or
+    nothing did): consumers log scopes, and an ``Authorization`` header or a
+    ``?ticket=`` there is a secret at rest in someone's logs.
+    """
     scope = dict(scope)
     if SUBPROTOCOL in (scope.get("subprotocols") or ()):
         scope["subprotocols"] = [SUBPROTOCOL]

@@ -1,40 +1,74 @@
-"""Let daphne send the RFC 6455 close codes wsops documents (1003, 1009, 1013).
+"""Two fixes to daphne's WebSocket closes, applied once from ``WsopsConfig.ready()``.
 
-daphne closes sockets with autobahn's ``sendClose()``, which only accepts 1000
-and 3000-4999, although RFC 6455 (section 7.4.1) defines 1003 (unsupported
-data), 1009 (message too big) and 1013 (try again later) for servers to send,
-and autobahn lists them itself in ``CLOSE_STATUS_CODES_ALLOWED``. Without this,
-``close(1009)`` raises inside daphne and the client sees 1006 (abnormal).
+1. **RFC 6455 close codes.** daphne closes sockets with autobahn's
+   ``sendClose()``, which only accepts 1000 and 3000-4999, although RFC 6455
+   (section 7.4.1) defines 1003 (unsupported data), 1009 (message too big) and
+   1013 (try again later) for servers to send, and autobahn lists them itself in
+   ``CLOSE_STATUS_CODES_ALLOWED``. Without this, ``close(1009)`` raises inside
+   daphne and the client sees 1006 (abnormal). Those codes go through
+   autobahn's ``sendCloseFrame()`` (the same frame ``sendClose()`` would build).
+2. **Close reasons.** ASGI's ``websocket.close`` carries an optional ``reason``;
+   daphne drops it. With it passed on, a developer sees why wsops refused
+   (only sent when ``WSOPS["EXPLAIN_REFUSALS"]`` is on, by default under
+   ``DEBUG``): in the close frame of an accepted socket, and in the HTTP status
+   line of a handshake refused before accept (``HTTP/1.1 403 origin_not_allowed``).
+   Reasons are reduced to printable ASCII without CR/LF and cut to the 123
+   bytes a close frame allows, so nothing a client sent can split the response.
 
-``install()`` wraps daphne's ``WebSocketProtocol.serverClose`` so those codes go
-through autobahn's ``sendCloseFrame()`` (the same frame ``sendClose()`` would
-build); every other code takes daphne's own path. It is applied once, from
-``WsopsConfig.ready()``, only when daphne is installed.
+Every other close takes daphne's own path. Nothing is patched when daphne is
+not installed.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+MAX_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's payload is at most 125 bytes
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def safe_reason(reason: Any) -> str:
+    """A reason that is safe in a close frame and in an HTTP status line."""
+    return _UNSAFE.sub("?", str(reason or ""))[:MAX_REASON_BYTES]
 
 
 def install() -> bool:
     """Patch daphne if it is importable; return whether the patch is in place."""
     try:
         from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
+        from autobahn.websocket.types import ConnectionDeny
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:
         return False
-    if getattr(WebSocketProtocol.serverClose, "wsops_patched", False):
+    if getattr(WebSocketProtocol.handle_reply, "wsops_patched", False):
         return True
-    original = WebSocketProtocol.serverClose
+    original_reply = WebSocketProtocol.handle_reply
     rfc_codes = set(AutobahnProtocol.CLOSE_STATUS_CODES_ALLOWED) - {1000}
 
-    def server_close(self: Any, code: int | None = None) -> None:
+    def server_close(self: Any, code: int | None = None, reason: str = "") -> None:
+        code = 1000 if code is None else code
         if code in rfc_codes:
-            self.sendCloseFrame(code=code)
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None)
         else:
-            original(self, code)
+            self.sendClose(code=code, reason=reason or None)
 
-    server_close.wsops_patched = True  # type: ignore[attr-defined]
+    def handle_reply(self: Any, message: dict[str, Any]) -> None:
+        if message.get("type") != "websocket.close":
+            return original_reply(self, message)
+        reason = safe_reason(message.get("reason"))
+        if self.state != self.STATE_CONNECTING:
+            return server_close(self, message.get("code"), reason)
+        if not reason:
+            return original_reply(self, message)
+        self.handshake_deferred.errback(ConnectionDeny(code=403, reason=reason))
+        del self.handshake_deferred
+        self.server.protocol_disconnected(self)
+        client = "%s:%s" % tuple(self.client_addr) if self.client_addr else None  # noqa: UP031
+        self.server.log_action("websocket", "rejected",
+                               {"path": self.request.path, "client": client})
+
+    handle_reply.wsops_patched = True  # type: ignore[attr-defined]
+    WebSocketProtocol.handle_reply = handle_reply
     WebSocketProtocol.serverClose = server_close
     return True

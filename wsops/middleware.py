@@ -31,6 +31,7 @@ always closes with 1013 (try again later). Every refusal is one security event.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from channels.auth import AuthMiddleware
@@ -38,10 +39,11 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 
 from . import codes, signals, store, tickets, tokens
-from .clientip import client_ip, header
+from .clientip import client_key, header
 from .conf import get_settings
 from .connections import Entry, live_connections, new_member
 from .credentials import (
+    DISABLED,
     MALFORMED,
     SUBPROTOCOL,
     TICKET,
@@ -92,19 +94,42 @@ def answering_subprotocol(send: Any) -> Any:
     return send_with_subprotocol
 
 
+DENIAL_STATUS = {codes.UNAUTHENTICATED: 401, codes.RATE_LIMITED: 429}  # else 403
+
+
 async def refuse(scope: Scope, receive: Any, send: Any, refusal: Refusal) -> None:
-    """Report one security event and turn the handshake down."""
+    """Report one security event and turn the handshake down.
+
+    With ``EXPLAIN_REFUSALS`` on (default: under ``DEBUG``) the reason reaches the
+    client: as a JSON 401/403/429 body where the server offers ASGI's WebSocket
+    denial response, else as the close reason (``wsops.daphne_compat`` makes
+    daphne put it in the close frame, or in the 403 status line before accept).
+    """
     code, kind, reason, extra = refusal
     signals.report(kind, scope, reason, close_code=code, **extra)
     message = await receive()
     if message.get("type") != "websocket.connect":
         return  # the client went away first
-    if code != codes.TRY_AGAIN_LATER and get_settings().REJECT_WITH == "handshake":
-        await send({"type": "websocket.close"})  # before accept: daphne answers HTTP 403
+    conf = get_settings()
+    explained = {"reason": reason} if conf.explain_refusals else {}
+    if code != codes.TRY_AGAIN_LATER and conf.REJECT_WITH == "handshake":
+        if explained and "websocket.http.response" in (scope.get("extensions") or {}):
+            await deny_with_body(send, code, reason)
+        else:  # before accept: the server answers HTTP 403
+            await send({"type": "websocket.close", "code": code, **explained})
         return
     offered = SUBPROTOCOL if SUBPROTOCOL in (scope.get("subprotocols") or ()) else None
     await send({"type": "websocket.accept", "subprotocol": offered})
-    await send({"type": "websocket.close", "code": code})
+    await send({"type": "websocket.close", "code": code, **explained})
+
+
+async def deny_with_body(send: Any, code: int, reason: str) -> None:
+    """ASGI's WebSocket denial response: an HTTP answer with a JSON body."""
+    body = json.dumps({"code": code, "reason": reason}).encode()
+    await send({"type": "websocket.http.response.start", "status": DENIAL_STATUS.get(code, 403),
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def decide(**admission: Any) -> Decision | None:
@@ -119,15 +144,17 @@ async def decide(**admission: Any) -> Decision | None:
 
 def refusal_for(decision: Decision) -> Refusal:
     """The documented close code and event of a refusing decision."""
+    about = {"key": decision.key}
+    if decision.user_id is not None:  # refused with the token cache, before authentication
+        about["user_id"] = decision.user_id
     if decision.outcome == BANNED:
         reason = (decision.ban or {}).get("reason") or "banned"
-        return codes.FORBIDDEN, signals.BANNED, reason, {"key": decision.key}
+        return codes.FORBIDDEN, signals.BANNED, reason, about
     if decision.outcome == THROTTLED:
         return (codes.RATE_LIMITED, signals.THROTTLE, "connect_rate",
-                {"key": decision.key, "retry_after": round(decision.retry_after, 3)})
+                {**about, "retry_after": round(decision.retry_after, 3)})
     if decision.outcome == CAPPED:
-        return (codes.RATE_LIMITED, signals.CONNECTION_CAP, "too_many_connections",
-                {"key": decision.key})
+        return codes.RATE_LIMITED, signals.CONNECTION_CAP, "too_many_connections", about
     return codes.TRY_AGAIN_LATER, signals.UNAVAILABLE, "redis_unavailable", {}
 
 
@@ -160,7 +187,7 @@ class ConnectThrottle(_Step):
     admits_identity = False  # set by SecureWebsocketStack, which also runs the registry
 
     async def check(self, scope: Scope) -> Refusal | None:
-        ip = client_ip(scope)
+        ip = client_key(scope)
         if ip is None:
             return None
         conf = get_settings()
@@ -175,7 +202,7 @@ class ConnectThrottle(_Step):
                                              conf.MAX_CONNECTIONS_PER_IP, new_member(),
                                              conf.CONNECTION_TTL)
         decision = await decide(bans=(ban_key("ip", ip),), limits=limits, fetch=fetch,
-                                identity=identity)
+                                identity=identity, network=scope["wsops"]["ip"])
         if decision is not None and not decision.allowed:
             return refusal_for(decision)
         if fetch and decision is not None:
@@ -191,8 +218,11 @@ class OriginGuard(_Step):
     """Refuse cross-site WebSocket hijacking.
 
     A connection that would be authenticated by cookie must carry an allowed
-    ``Origin``. One presenting a token or ticket may omit it (non-browser
-    clients send none), but a present Origin must still be allowed.
+    ``Origin``: browsers always send one, and the cookie is what a hostile page
+    would ride on. One presenting a token or ticket, or no cookie at all, may omit
+    it (non-browser clients send none; without a credential they are anonymous and
+    the consumer's ``connect_permission`` decides), but a present Origin must be
+    allowed.
     ``Origin: null`` (sandboxed iframes, file: pages) is always refused.
     """
 
@@ -206,8 +236,11 @@ class OriginGuard(_Step):
         raw = header(scope, b"origin")
         origin = raw.decode("latin-1") if raw is not None else None
         scope.setdefault("wsops", {})["origin"] = origin
-        credential = find_credential(scope, get_settings().TOKEN_TRANSPORTS)
-        if origin is None and credential is not None:
+        if origin is None and (not header(scope, b"cookie") or
+                               find_credential(scope, get_settings().TOKEN_TRANSPORTS)):
+            # No Origin: not a browser, so not a page riding the user's cookies. It
+            # authenticates by its token or ticket, or stays anonymous and the
+            # consumer's connect_permission decides (4401).
             return None
         if not (self.policy or current_policy()).allows(origin):
             reason = "missing_origin" if origin is None else "origin_not_allowed"
@@ -235,10 +268,12 @@ class TokenAuthMiddleware:
         state = scope.setdefault("wsops", {})
         credential = find_credential(scope, conf.TOKEN_TRANSPORTS)
         if credential is None:
+            scope = strip_secrets(scope)
             if "cookie" in conf.TOKEN_TRANSPORTS and header(scope, b"cookie"):
                 return scope, None, True
             state["auth_method"] = None
-            return dict(scope, user=AnonymousUser()), None, False
+            scope["user"] = AnonymousUser()
+            return scope, None, False
         try:
             user, token = await authenticate(credential, scope)
         except tokens.TokenInvalid as error:
@@ -274,8 +309,8 @@ def with_session(inner: Any) -> Any:
 
 async def authenticate(credential: Credential, scope: Scope) -> tuple[Any, Any]:
     """Resolve a credential to ``(user, VerifiedToken | None)`` or raise TokenInvalid."""
-    if credential.kind == MALFORMED:
-        raise tokens.TokenInvalid("malformed_credential")
+    if credential.kind in (MALFORMED, DISABLED):
+        raise tokens.TokenInvalid(credential.refusal)
     if credential.kind == TICKET:
         record = await tickets.consume(credential.secret)
         if record is None:
@@ -332,7 +367,7 @@ class ConnectionRegistry:
                 return None, member, held
             await release(held, member)  # not the identity that was admitted
         bans, limits, caps = identity_limits(scope)
-        ip = client_ip(scope)
+        ip = client_key(scope)
         if ip is not None and conf.MAX_CONNECTIONS_PER_IP:
             caps.append(Cap(cap_key("ip", ip), conf.MAX_CONNECTIONS_PER_IP))
         member = new_member()

@@ -33,21 +33,24 @@ Key layout (``<KEY_PREFIX>`` first):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from . import store
+from .conf import get_settings
 from .units import Rate
 
 ADMIT = store.Script(
     """
 local nbans, nrates, ncaps = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local nfetch = tonumber(ARGV[4])
+local network = ARGV[5]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local k, a = 1, 5
+local k, a = 1, 6
 local rate_keys, rate_counts, rate_periods, tats = {}, {}, {}, {}
 local cap_keys, cap_limits = {}, {}
 
@@ -68,10 +71,36 @@ local function check_rate(key, count, period)
   return nil
 end
 
+-- CIDR bans: network is "<lengths zset>|<key base>|<address as hex nibbles>". The
+-- zset lists the prefix lengths that have live bans; for each, the address is cut
+-- to that many bits and the ban key of that network is read.
+local function network_ban(spec)
+  local lengths, base, hex = string.match(spec, '^([^|]+)|([^|]+)|(%x+)$')
+  if not hex then return nil end
+  for _, len in ipairs(redis.call('ZRANGEBYSCORE', lengths, now, '+inf')) do
+    local bits = tonumber(len)
+    local full, rest = math.floor(bits / 4), bits % 4
+    local prefix = string.sub(hex, 1, full)
+    if rest > 0 then
+      local nibble = tonumber(string.sub(hex, full + 1, full + 1), 16)
+      local step = 2 ^ (4 - rest)
+      prefix = prefix .. string.format('%x', nibble - nibble % step)
+    end
+    local key = base .. prefix .. '/' .. len
+    local ban = redis.call('GET', key)
+    if ban then return key, ban end
+  end
+  return nil
+end
+
 for i = 1, nbans do
   local ban = banned(KEYS[k])
   if ban then return {1, KEYS[k], '0', ban} end
   k = k + 1
+end
+if network ~= '' then
+  local key, ban = network_ban(network)
+  if key then return {1, key, '0', ban} end
 end
 for i = 1, nrates do
   local retry = check_rate(KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
@@ -104,12 +133,12 @@ if nfetch == 2 and fetched then
     member, ttl = ARGV[a + 6], tonumber(ARGV[a + 7])
     for _, key in ipairs({P .. 'ban:user:' .. uid, P .. 'ban:token:' .. prefix}) do
       local ban = banned(key)
-      if ban then return {1, key, '0', ban} end
+      if ban then return {1, key, '0', ban, uid} end
     end
     if ucount > 0 then
       local key = P .. 'rl:connect:user:' .. uid
       local retry = check_rate(key, ucount, uperiod)
-      if retry then return {2, key, retry} end
+      if retry then return {2, key, retry, false, uid} end
     end
     if ucap > 0 then
       table.insert(cap_keys, P .. 'conn:user:' .. uid)
@@ -126,7 +155,7 @@ for i, key in ipairs(cap_keys) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZSCORE', key, member) == false
      and redis.call('ZCARD', key) >= cap_limits[i] then
-    return {3, key, '0'}
+    return {3, key, '0', false, identity == 1 and string.match(fetched, '^[^|]+|([^|]+)|') or false}
   end
 end
 for i, key in ipairs(rate_keys) do
@@ -214,6 +243,7 @@ class Decision:
     ban: dict[str, Any] | None = None
     fetched: str | None = None  # the value of ``fetch``, read in the same round trip
     identity_admitted: bool = False  # the cached token's identity was admitted too
+    user_id: str | None = None  # whose identity a refusal of the cached token was about
 
     @property
     def allowed(self) -> bool:
@@ -271,10 +301,12 @@ class RedisLimiter:
         ttl: float = 0,
         fetch: str | None = None,
         identity: IdentityAdmission | None = None,
+        network: str | None = None,
     ) -> Decision:
         keys = [*bans, *(limit.key for limit in limits), *(cap.key for cap in caps)]
         args: list[Any] = [len(bans), len(limits), len(caps),
-                           (2 if identity else 1) if fetch else 0]
+                           (2 if identity else 1) if fetch else 0,
+                           network_ban_probe(network) if network else ""]
         for limit in limits:
             args += [limit.rate.count, int(limit.rate.period * 1000)]
         if caps:  # the message path sends no cap arguments at all
@@ -291,7 +323,8 @@ class RedisLimiter:
         if outcome == ALLOWED:
             return Decision(ALLOWED, fetched=reply[3], identity_admitted=bool(int(reply[4])))
         ban = _load_ban(reply[3]) if outcome == BANNED else None
-        return Decision(outcome, reply[1], float(reply[2]) / 1000, ban)
+        user_id = reply[4] if len(reply) > 4 and reply[4] else None
+        return Decision(outcome, reply[1], float(reply[2]) / 1000, ban, user_id=user_id)
 
     async def refresh(self, caps: list[tuple[str, str]], ttl: float) -> None:
         """Push the expiry of live registry entries ``(cap key, member)`` forward."""
@@ -328,6 +361,7 @@ class LocalLimiter:
         ttl: float = 0,
         fetch: str | None = None,
         identity: IdentityAdmission | None = None,
+        network: str | None = None,
     ) -> Decision:
         now = time.monotonic()
         for ban in bans:
@@ -385,12 +419,47 @@ def get_limiter() -> RedisLimiter | LocalLimiter:
 def ban(client: Any, identity: Identity, seconds: int, reason: str = "") -> dict[str, Any]:
     """Refuse new connections of ``identity`` on every worker for ``seconds``."""
     record = {"reason": reason, "until": int(time.time() + seconds), "created": int(time.time())}
-    client.set(ban_key(identity.kind, identity.id), json.dumps(record), ex=int(seconds))
+    network = identity.network
+    if network is None:
+        client.set(ban_key(identity.kind, identity.id), json.dumps(record), ex=int(seconds))
+        return record
+    record["cidr"] = str(network)
+    redis_seconds, micros = client.time()
+    until_ms = (int(redis_seconds) + seconds) * 1000 + int(micros) // 1000
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(network_ban_key(network), json.dumps(record), ex=int(seconds))
+        # The prefix lengths in use, each scored with the end of its longest ban.
+        pipe.zadd(_ban_lengths_key(network.version), {str(network.prefixlen): until_ms}, gt=True)
+        pipe.execute()
     return record
 
 
 def unban(client: Any, identity: Identity) -> bool:
-    return bool(client.delete(ban_key(identity.kind, identity.id)))
+    network = identity.network
+    key = ban_key(identity.kind, identity.id) if network is None else network_ban_key(network)
+    return bool(client.delete(key))
+
+
+def _ban_lengths_key(version: int) -> str:
+    return store.key("ban", "lengths", version)
+
+
+def _hex(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"{int(address):0{address.max_prefixlen // 4}x}"
+
+
+def network_ban_key(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """``wsops:ban:net:6:20010db8/32``: the network as hex nibbles, as the script builds it."""
+    nibbles = -(-network.prefixlen // 4)
+    return store.key("ban", "net", network.version,
+                     f"{_hex(network.network_address)[:nibbles]}/{network.prefixlen}")
+
+
+def network_ban_probe(address: str) -> str:
+    """What the admission script needs to find the CIDR bans covering ``address``."""
+    parsed = ipaddress.ip_address(address)
+    base = store.key("ban", "net", parsed.version, "")
+    return f"{_ban_lengths_key(parsed.version)}|{base}|{_hex(parsed)}"
 
 
 # --- the operators' view (``wsratelimit``) -------------------------------------------
@@ -398,7 +467,7 @@ def unban(client: Any, identity: Identity) -> bool:
 
 @dataclass(frozen=True)
 class Identity:
-    """``ip:1.2.3.4``, ``user:42`` or ``token:wst_ab12cd34``."""
+    """``ip:1.2.3.4``, ``ip:2001:db8::/48``, ``user:42`` or ``token:wst_ab12cd34``."""
 
     kind: str
     id: str
@@ -406,20 +475,57 @@ class Identity:
     def __str__(self) -> str:
         return f"{self.kind}:{self.id}"
 
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        """The CIDR of an IP identity wider than one per-IP key, else None."""
+        if self.kind != "ip" or "/" not in self.id:
+            return None
+        network = ipaddress.ip_network(self.id)
+        per_ip = 32 if network.version == 4 else get_settings().IPV6_PREFIX
+        return network if network.prefixlen < per_ip else None
+
 
 def parse_identity(text: str) -> Identity:
-    """Parse ``kind:id``; raise ValueError with what is expected."""
-    import ipaddress
+    """Parse ``kind:id``; raise ValueError with what is expected.
+
+    IP identities take the canonical per-IP key (``address_key``): an IPv6 address
+    names its ``IPV6_PREFIX`` network, since that is what limits and bans key by.
+    A CIDR wider than that stays a network (``ip:2001:db8::/48``); a narrower one
+    names the per-IP key it lies in.
+    """
+    from .clientip import address_key, canonical_network, parse_address
 
     kind, _, ident = text.partition(":")
     if kind not in ("ip", "user", "token") or not ident:
-        raise ValueError(f"expected ip:ADDRESS, user:ID|USERNAME or token:PREFIX, got {text!r}")
+        raise ValueError(
+            f"expected ip:ADDRESS, ip:CIDR, user:ID|USERNAME or token:PREFIX, got {text!r}")
     if kind == "ip":
-        try:
-            ident = str(ipaddress.ip_address(ident))
-        except ValueError:
-            raise ValueError(f"{ident!r} is not an IP address")
+        if "/" in ident:
+            try:
+                network = canonical_network(ipaddress.ip_network(ident.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{ident!r} is not an IP address or CIDR network")
+            identity = Identity("ip", str(network))
+            if identity.network is not None:
+                return identity
+            ident = str(network.network_address)
+        address = parse_address(ident)
+        if address is None:
+            raise ValueError(f"{ident!r} is not an IP address or CIDR network")
+        ident = address_key(address)
     return Identity(kind, ident)
+
+
+def ip_matches(address: str | None, ident: str) -> bool:
+    """Whether a connection's canonical address falls under an IP identity's id."""
+    if address is None:
+        return False
+    if "/" not in ident:
+        return address == ident
+    try:
+        return ipaddress.ip_address(address) in ipaddress.ip_network(ident)
+    except ValueError:
+        return False
 
 
 def _split_key(key: str, base: str) -> list[str]:
@@ -487,7 +593,11 @@ def snapshot(client: Any, *, scope: str | None = None, identity: Identity | None
 
     bans = []
     if scope in (None, "bans"):
-        ban_keys = scan(client, f"{base}ban:{wanted_kind}:{wanted_id}", progress)
+        pattern = f"{base}ban:{wanted_kind}:{wanted_id}"
+        if identity is not None and identity.network is not None:
+            pattern = network_ban_key(identity.network)
+        lengths = {_ban_lengths_key(4), _ban_lengths_key(6)}
+        ban_keys = [k for k in scan(client, pattern, progress) if k not in lengths]
         with client.pipeline(transaction=False) as pipe:
             for key in ban_keys:
                 pipe.get(key)
@@ -497,8 +607,11 @@ def snapshot(client: Any, *, scope: str | None = None, identity: Identity | None
             raw, ttl = replies[2 * index], replies[2 * index + 1]
             if raw is None:
                 continue
+            record = _load_ban(raw)
             kind, ident = _split_key(key, base)
-            bans.append({"kind": kind, "id": ident, "reason": _load_ban(raw).get("reason", ""),
+            if kind == "net":  # a CIDR ban: the record names its network
+                kind, ident = "ip", str(record.get("cidr", ident))
+            bans.append({"kind": kind, "id": ident, "reason": record.get("reason", ""),
                          "expires_in": round(max(ttl, 0) / 1000)})
     return {"counters": counters, "connections": connections, "bans": bans}
 

@@ -7,12 +7,14 @@ receivers get ``event`` (a dict) as a keyword argument. Receivers run inline
 in the event loop: keep them quick, or hand the event to a queue.
 
 An event never carries a secret or a message body: tokens appear only as their
-public prefix.
+public prefix. The log line escapes every value (``escape()``), since paths,
+origins and reasons can come from the client; the event dict keeps raw values.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.dispatch import Signal
@@ -31,6 +33,30 @@ INVALID_INPUT = "invalid_input"
 BANNED = "banned"
 UNAVAILABLE = "unavailable"
 TAMPERED = "tampered"  # a record in Redis failed its HMAC (someone wrote to Redis)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+MAX_LOGGED_LENGTH = 512
+
+
+def escape(value: Any) -> str:
+    """A client-controlled value made safe for one log line.
+
+    daphne percent-decodes the path, so ``/ws/x%0a2026-... WARNING ...`` would
+    otherwise write a forged second line. Control characters (newlines, escape
+    sequences for terminals), Unicode line separators and backslashes become
+    ``\\xNN``/``\\uNNNN`` escapes, and the value is cut to a bounded length. The
+    structured ``event`` keeps the raw value.
+    """
+    text = str(value)
+    if len(text) > MAX_LOGGED_LENGTH:
+        text = text[:MAX_LOGGED_LENGTH] + "..."
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\\\" if char == "\\" else char.encode("unicode_escape").decode("ascii")
 
 
 def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
@@ -52,8 +78,9 @@ def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -
     }
     logger.warning(
         "wsops %s refused: %s (ip=%s user=%s token=%s path=%s origin=%s)",
-        kind, reason, event["ip"], event["user_id"], event["token_prefix"], event["path"],
-        event["origin"], extra={"security_event": event},
+        *(escape(event[name]) for name in
+          ("kind", "reason", "ip", "user_id", "token_prefix", "path", "origin")),
+        extra={"security_event": event},
     )
     security_event.send(sender=report, event=event)
     return event
