@@ -310,13 +310,13 @@ async def test_plain_messages_hop_at_most_once_per_interval(app, token_for, monk
     original = channels.db.close_old_connections
     monkeypatch.setattr(channels.db, "close_old_connections",
                         lambda: (calls.append(1), original())[1])
-    monkeypatch.setattr(consumers.db_hygiene, "last", 0.0)
+    monkeypatch.setattr(consumers.db_hygiene, "last", float("-inf"))  # never 0.0: fresh clocks
     async with RawSocket(app, PATH, await token_for()) as socket:
         before = len(calls)
         for _ in range(20):
             assert (await socket.exchange({"action": "echo", "text": "x"}))["type"] == "echo"
         assert len(calls) - before == 1  # the interval cleanup ran once, not 20 times
-        monkeypatch.setattr(consumers.db_hygiene, "last", 0.0)  # the interval elapsed
+        monkeypatch.setattr(consumers.db_hygiene, "last", float("-inf"))  # interval elapsed
         await socket.exchange({"action": "echo", "text": "x"})
         assert len(calls) - before == 2
 
