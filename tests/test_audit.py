@@ -405,3 +405,52 @@ def test_live_redis_facts(settings, private_redis):
     private_redis.kill()
     status, out = wssecure("--live", "--json")
     assert status == 1 and "wsops.E301" in {f["id"] for f in json.loads(out)["findings"]}
+
+
+# --- passwords in every URL form: counted, and never printed ---------------------------------
+
+
+@pytest.mark.parametrize("host", [
+    {"address": "rediss://redis.internal:6380/0?password=hunter2"},
+    {"address": "rediss://redis.internal:6380/0", "password": "hunter2"},
+    {"address": "rediss://alice:hun%40ter2@redis.internal:6380/0"},
+])
+def test_channel_layer_password_in_any_form_counts(settings, host):
+    apply(settings, {"CHANNEL_LAYERS": {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{**host, "socket_timeout": 10}]}}}})
+    assert "wsops.W005" not in found_ids()
+
+
+def test_live_authenticates_with_every_password_form_and_never_prints_it(settings,
+                                                                         private_redis):
+    apply(settings, {})
+    private_redis.client().config_set("requirepass", "hunter2")
+    base = f"redis://127.0.0.1:{private_redis.port}"
+    settings.WSOPS = {**settings.WSOPS, "REDIS_URL": f"{base}/0?password=hunter2"}
+    settings.CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": f"{base}/1", "password": "hunter2",
+                              "socket_timeout": 10}]}}}
+    _, out = wssecure("--live", "--json")
+    ids = [f["id"] for f in json.loads(out)["findings"]]
+    assert "hunter2" not in out and "password=***" in out
+    assert ids.count("wsops.I301") == 2
+    assert "wsops.E301" not in ids and "wsops.I302" not in ids  # Redis wants the password
+
+
+def test_live_masks_unreachable_urls(settings):
+    apply(settings, {})
+    settings.WSOPS = {**settings.WSOPS,
+                      "REDIS_URL": "unix:///nonexistent/wsops.sock?password=hunter2"}
+    settings.CHANNEL_LAYERS = {"default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": "redis://alice:hun@ter2@127.0.0.1:1/0",
+                              "socket_timeout": 10},
+                             {"address": "redis://127.0.0.1:1/0?password=hunter2@x"}]}}}
+    status, out = wssecure("--live", "--json")
+    failures = [f["message"] for f in json.loads(out)["findings"] if f["id"] == "wsops.E301"]
+    assert status == 1 and "ter2" not in out and len(failures) == 3
+    for shown in ("unix:///nonexistent/wsops.sock?password=***",
+                  "redis://alice:***@127.0.0.1:1/0", "redis://127.0.0.1:1/0?password=***"):
+        assert any(shown in failure for failure in failures), (shown, failures)

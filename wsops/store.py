@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import weakref
 from typing import Any
 
@@ -47,14 +48,47 @@ def redis_url() -> str | None:
     return None
 
 
+# A password in the query string: the only place a ``unix://`` URL can carry one.
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+
+
 def masked(url: str | None) -> str:
-    """The URL with its password replaced by ``***`` (for messages and logs)."""
-    if not url or "@" not in url:
-        return url or ""
-    scheme, _, rest = url.partition("://")
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0] if ":" in credentials else ""
-    return f"{scheme}://{user}:***@{host}"
+    """The URL with every password replaced by ``***`` (for messages and logs).
+
+    Passwords hide in two places: the userinfo (``redis://user:pw@host``, where an
+    unencoded password may itself hold ``@`` or ``/``) and the ``password=``
+    query parameter, in any case. A lone userinfo (``redis://secret@host``) is
+    masked whole, since redis-cli reads it as the password. User names, hosts,
+    ports, paths and other parameters stay readable.
+    """
+    if not url:
+        return ""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    at = _userinfo_end(scheme, rest)
+    if at is not None:
+        user, colon, _ = rest[:at].partition(":")
+        rest = (f"{user}:***" if colon else "***") + rest[at:]
+    return scheme + separator + _PASSWORD_PARAMETER.sub(r"\1***", rest)
+
+
+def _userinfo_end(scheme: str, rest: str) -> int | None:
+    """Where the userinfo of ``rest`` (a URL after ``://``) ends: the index of its ``@``.
+
+    An unencoded password may hold ``@``, ``/`` or ``#``, so the userinfo ends at
+    the last ``@`` before the query: a Redis URL's path is a database number, and
+    a ``unix://`` URL has no host, so its userinfo ends with ``@/`` and a path
+    that merely contains ``@`` (``unix:///run/redis@main.sock``) has none.
+    """
+    before_query = rest.partition("?")[0]
+    if scheme.lower() != "unix":
+        at = before_query.rfind("@")
+    elif before_query.startswith("/"):
+        return None
+    else:
+        at = before_query.rfind("@/")
+    return at if at >= 0 else None
 
 
 def key(*parts: object) -> str:

@@ -1,48 +1,64 @@
-"""``--live``: connect to the configured Redis servers and report one line each."""
+"""``--live``: connect to the configured Redis servers and report one line each.
+
+URLs appear in the findings only through ``store.masked``: a password may sit
+in the userinfo, in a ``password=`` parameter (the only place a ``unix://`` URL
+has) or beside the URL in a channels-redis host dict.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Warning
 
 from .. import store
-from .rules import _is_local, _redis_hosts
+from .rules import RedisHost, _is_local, _redis_hosts
 
 SAFE_POLICIES = {"noeviction"}
+TIMEOUTS = {"socket_timeout": 2, "socket_connect_timeout": 2}
 
 
-def targets() -> list[tuple[str, str]]:
-    """``(what, url)`` for wsops' shared state and each channels-redis layer."""
+def targets() -> list[tuple[str, RedisHost]]:
+    """``(what, host)`` for wsops' shared state and each channels-redis layer."""
     found = []
     if url := store.redis_url():
-        found.append(("WSOPS rate limits", url))
+        found.append(("WSOPS rate limits", RedisHost(url, {})))
     for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
         if "channels_redis" in layer.get("BACKEND", ""):
             found.extend((f"CHANNEL_LAYERS[{alias!r}]", host) for host in _redis_hosts(layer))
     return found
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def _anonymous(client: Any) -> Any:
+    """A client for the same server without credentials, wherever they were given:
+    redis-py has already parsed them out of the URL and its options."""
+    import redis
+
+    pool = client.connection_pool
+    kwargs = {key: value for key, value in pool.connection_kwargs.items()
+              if key not in ("username", "password", "credential_provider")}
+    return redis.Redis(connection_pool=redis.ConnectionPool(
+        connection_class=pool.connection_class, **kwargs))
 
 
 def check() -> list[CheckMessage]:
     import redis
 
     messages: list[CheckMessage] = []
-    for what, url in targets():
-        shown = store.masked(url)
-        client = redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                decode_responses=True)
+    for what, host in targets():
+        shown = store.masked(host.url)
+        try:
+            client = redis.from_url(host.url, **{**host.options, **TIMEOUTS},
+                                    decode_responses=True)
+        except ValueError:  # its text may quote pieces of the URL, password included
+            messages.append(Error(f"{what}: {shown} is not a Redis URL.",
+                                  hint="Use redis://, rediss:// or unix:// URLs.",
+                                  id="wsops.E301"))
+            continue
         try:
             info = client.info()
-        except redis.RedisError as error:
+        except (redis.RedisError, TypeError) as error:  # TypeError: an unknown ?option=
             messages.append(Error(f"{what}: Redis at {shown} is unreachable "
                                   f"({type(error).__name__}: {error}).",
                                   hint="Start Redis or fix the URL; with FAIL_MODE='closed' "
@@ -59,13 +75,11 @@ def check() -> list[CheckMessage]:
                 "rate-limit counters, bans and channel messages (limits silently reset).",
                 hint="CONFIG SET maxmemory-policy noeviction (and size maxmemory).",
                 id="wsops.W302"))
-        anonymous = redis.from_url(_without_password(url), socket_timeout=2,
-                                   socket_connect_timeout=2)
         try:
-            anonymous.ping()
+            _anonymous(client).ping()
         except redis.RedisError:
             continue  # authentication is required: good
-        if _is_local(url):
+        if _is_local(host.url):
             messages.append(Info(f"{what}: Redis at {shown} answers without a password "
                                  "(loopback only).", id="wsops.I302"))
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -59,16 +59,38 @@ def _is_local(url: str) -> bool:
         return False
 
 
-def _redis_hosts(layer: dict[str, Any]) -> list[str]:
+class RedisHost(NamedTuple):
+    """A channels-redis host: its URL and the connection options given beside it."""
+
+    url: str
+    options: dict[str, Any]
+
+
+def _redis_hosts(layer: dict[str, Any]) -> list[RedisHost]:
+    """The hosts of a channels-redis layer; Sentinel entries (no address) are skipped."""
     hosts = []
     for host in (layer.get("CONFIG") or {}).get("hosts", []):
         if isinstance(host, dict):
-            hosts.append(host.get("address", ""))
+            if host.get("address"):
+                options = {k: v for k, v in host.items() if k != "address"}
+                hosts.append(RedisHost(host["address"], options))
         elif isinstance(host, (list, tuple)):
-            hosts.append(f"redis://{host[0]}:{host[1]}")
+            hosts.append(RedisHost(f"redis://{host[0]}:{host[1]}", {}))
         else:
-            hosts.append(str(host))
+            hosts.append(RedisHost(str(host), {}))
     return hosts
+
+
+def _has_password(host: RedisHost) -> bool:
+    """Whether the client will authenticate: a password in the URL's userinfo, in its
+    ``password=`` parameter, or beside it. redis-py's own parser decides, as it will
+    when connecting."""
+    from redis.connection import parse_url
+
+    try:
+        return bool(host.options.get("password") or parse_url(host.url).get("password"))
+    except ValueError:  # not a Redis URL: it cannot connect at all
+        return False
 
 
 # --- rules that hold in every environment ---------------------------------------------
@@ -281,10 +303,10 @@ def check_redis_layer_security() -> list[CheckMessage]:
         if "channels_redis" not in layer.get("BACKEND", ""):
             continue
         for host in _redis_hosts(layer):
-            if _is_local(host):
+            if _is_local(host.url):
                 continue
-            parts = urlsplit(host)
-            if not parts.password:
+            parts = urlsplit(host.url)
+            if not _has_password(host):
                 messages.append(Warning(
                     f"CHANNEL_LAYERS[{alias!r}] connects to {parts.hostname} without a "
                     "password: anyone on that network can read and inject channel messages.",

@@ -62,12 +62,18 @@ class Command(WsopsCommand):
         if not url:
             self.fail("no shared Redis is configured (set WSOPS['REDIS_URL'] or WSOPS['CACHE']); "
                       "without it limits live in each worker's memory and cannot be inspected")
-        client = store.sync_client(timeout=2.0)
+        try:
+            client = store.sync_client(timeout=2.0)
+        except ValueError:  # its text may quote pieces of the URL, password included
+            self.fail(f"{store.masked(url)} is not a Redis URL: expected redis://, rediss:// "
+                      "or unix://")
         try:
             client.ping()
         except store.store_errors() as error:
             self.fail(f"cannot reach Redis at {store.masked(url)} ({type(error).__name__}: "
                       f"{error})")
+        except TypeError as error:  # an option redis-py does not know, e.g. ?Password=
+            self.fail(f"cannot use Redis URL {store.masked(url)}: {error}")
         try:
             getattr(self, "handle_" + subcommand)(client, **options)
         except store.store_errors() as error:
