@@ -190,10 +190,12 @@ def connect_cache_invalidation() -> None:
             return  # every login saves last_login: nothing a token check reads
         forget_user(instance.pk)
 
+    # weak=False: these closures have no other reference and would be collected.
     for signal in (post_save, post_delete):
-        signal.connect(token_changed, sender=WebSocketToken,
+        signal.connect(token_changed, sender=WebSocketToken, weak=False,
                        dispatch_uid=f"wsops.token_changed.{id(signal)}")
-    post_save.connect(owner_changed, sender=get_user_model(), dispatch_uid="wsops.owner_changed")
+    post_save.connect(owner_changed, sender=get_user_model(), weak=False,
+                      dispatch_uid="wsops.owner_changed")
 
 
 def _check(token: VerifiedToken) -> None:
