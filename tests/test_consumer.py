@@ -45,11 +45,130 @@ async def test_error_codes_are_stable(app, token_for):
         error = await exchange(socket, {"action": "echo", "id": 9})
         assert error["code"] == "invalid" and "text" in error["errors"] and error["id"] == 9
         error = await exchange(socket, {"action": "echo", "text": {"nested": 1}})
-        assert error["code"] == "invalid"
+        assert error["errors"] == {"text": [{"message": "Expected a string, number, boolean "
+                                             "or null.", "code": "invalid_type"}]}
         error = await exchange(socket, {"action": "send_message", "text": "x" * 501})
         assert error["code"] == "invalid"  # the form bounds string length
+        assert error["errors"]["text"][0]["code"] == "max_length"
         reply = await exchange(socket, {"action": "echo", "text": "ok", "id": "a1"})
         assert reply == {"type": "echo", "text": "ok", "id": "a1"}
+
+
+def assert_error_shape(frame):
+    """One shape for every error frame (see wsops.consumers' docstring)."""
+    extra = {"retry_after"} if frame["code"] == "rate_limited" else set()
+    assert set(frame) == {"type", "code", "errors", "action", "id"} | extra
+    assert frame["type"] == "error"
+    assert frame["errors"] and all(
+        isinstance(entries, list) and entries and all(
+            set(entry) == {"message", "code"} and isinstance(entry["message"], str)
+            and entry["message"] and isinstance(entry["code"], str) for entry in entries)
+        for entries in frame["errors"].values())
+
+
+async def test_every_error_frame_has_one_shape_and_echoes_action_and_id(app, token_for,
+                                                                       settings):
+    settings.WSOPS = {**settings.WSOPS, "RATES": {"message": "8/m"}, "THROTTLE_CLOSE_AFTER": 5}
+    async with SecureCommunicator(app, PATH, token=await token_for(perms=())) as socket:
+        cases = [
+            ({"action": "echo", "id": 1}, "invalid", "echo", "text"),
+            ({"action": "nope", "id": "two"}, "unknown_action", "nope", "action"),
+            ({"id": 3}, "unknown_action", None, "action"),
+            ({"action": "x" * 65, "id": 4}, "unknown_action", None, "action"),  # not echoed
+            ({"action": "send_message", "text": "hi", "id": 5}, "forbidden", "send_message",
+             "__all__"),
+            ({"action": "echo", "text": [1], "id": 6}, "invalid", "echo", "text"),
+            ({"action": "echo", "text": "ok", "id": 7.5}, "invalid", "echo", "id"),
+        ]
+        for message, code, action_name, field in cases:
+            error = await exchange(socket, message)
+            assert_error_shape(error)
+            expected_id = message["id"] if field != "id" else None
+            assert (error["code"], error["action"], error["id"]) == (code, action_name,
+                                                                    expected_id)
+            assert field in error["errors"]
+        await socket.send_text('{"action": "echo", "id": 8')  # cut short: nothing to read
+        error = await socket.receive_json()
+        assert_error_shape(error)
+        assert (error["code"], error["action"], error["id"]) == ("invalid_json", None, None)
+        error = await exchange(socket, {"action": "echo", "text": "over", "id": "flood-1"})
+        assert_error_shape(error)  # the 9th message in a minute: refused before parsing...
+        assert (error["code"], error["action"], error["id"]) == ("rate_limited", "echo",
+                                                                "flood-1")  # ...yet echoed
+        assert error["errors"]["__all__"][0]["code"] == "message_rate"
+
+
+@pytest.mark.parametrize("bad_id", [{"a": 1}, [1], 1.5, True, False, "x" * 65, 10 ** 64,
+                                    -(10 ** 64)])
+async def test_ids_that_cannot_be_echoed_are_refused_not_dropped(app, token_for, bad_id):
+    async with SecureCommunicator(app, PATH, token=await token_for()) as socket:
+        error = await exchange(socket, {"action": "echo", "text": "hi", "id": bad_id})
+        assert_error_shape(error)
+        assert (error["code"], error["id"]) == ("invalid", None)
+        assert error["errors"]["id"][0]["code"] == "invalid_id"
+        assert await socket.communicator.receive_nothing(0.05)  # the handler did not run
+
+
+@pytest.mark.parametrize("good_id", ["x" * 64, 10 ** 64 - 1, -(10 ** 64) + 1, 0, "", None])
+async def test_ids_up_to_64_characters_or_digits_are_echoed(app, token_for, good_id):
+    async with SecureCommunicator(app, PATH, token=await token_for()) as socket:
+        reply = await exchange(socket, {"action": "echo", "text": "hi", "id": good_id})
+        assert reply["type"] == "echo" and reply.get("id") == good_id
+
+
+@pytest.mark.parametrize("text", ['{"action": "echo", "text": NaN}',
+                                  '{"action": "echo", "text": -Infinity}',
+                                  '{"action": "echo", "text": 1e400}'])
+async def test_non_json_numbers_are_invalid_json(app, token_for, text):
+    async with SecureCommunicator(app, PATH, token=await token_for()) as socket:
+        await socket.send_text(text)
+        assert (await socket.receive_json())["code"] == "invalid_json"
+
+
+class TagForm(forms.Form):
+    meta = forms.JSONField(required=False)
+    tags = forms.MultipleChoiceField(choices=[("a", "A"), ("b", "B")], required=False)
+    title = forms.CharField(required=False)
+
+
+class PayloadConsumer(SecureJsonWebsocketConsumer):
+    @action("raw")
+    async def raw(self, data):
+        return {"type": "raw", "data": data}
+
+    @action("tag", form=TagForm)
+    async def tag(self, data):
+        return {"type": "tag", "meta": data["meta"], "meta_type": type(data["meta"]).__name__,
+                "tags": data["tags"], "title": data["title"]}
+
+
+@pytest.fixture
+def payloads():
+    return SecureWebsocketStack(URLRouter([re_path(r"^ws/p/$", PayloadConsumer.as_asgi())]))
+
+
+async def test_actions_without_a_form_receive_the_payload(payloads, token_for):
+    async with SecureCommunicator(payloads, "/ws/p/", token=await token_for()) as socket:
+        payload = {"text": "hi", "nested": {"list": [1, {"a": None}]}}
+        reply = await exchange(socket, {"action": "raw", "id": 1, **payload})
+        assert reply == {"type": "raw", "data": payload, "id": 1}  # without action and id
+
+
+async def test_nested_values_reach_the_form_fields_that_take_them(payloads, token_for):
+    async with SecureCommunicator(payloads, "/ws/p/", token=await token_for()) as socket:
+        reply = await exchange(socket, {"action": "tag", "meta": {"k": [1, 2, {"x": True}]},
+                                        "tags": ["a", "b"], "title": "t"})
+        assert reply == {"type": "tag", "meta": {"k": [1, 2, {"x": True}]}, "meta_type": "dict",
+                         "tags": ["a", "b"], "title": "t"}
+        reply = await exchange(socket, {"action": "tag", "meta": "[1, 2]"})
+        assert (reply["meta"], reply["meta_type"]) == ("[1, 2]", "JSONString")  # not decoded
+        error = await exchange(socket, {"action": "tag", "tags": ["a", "c"]})
+        assert error["errors"]["tags"][0]["code"] == "invalid_choice"
+        error = await exchange(socket, {"action": "tag", "tags": [["a"]], "title": {"x": 1},
+                                        "unknown": [1]})
+        assert_error_shape(error)
+        assert {field: entries[0]["code"] for field, entries in error["errors"].items()} == \
+            {"tags": "invalid_type", "title": "invalid_type", "unknown": "invalid_type"}
 
 
 async def test_handler_receives_cleaned_data_only(app, token_for):
