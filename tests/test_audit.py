@@ -165,6 +165,8 @@ def test_walks_channels_only_stack():
     assert route.consumer == "chat.consumers.ChatConsumer"
     assert route.origin_check == ["channels.security.websocket.OriginValidator"]
     assert route.auth == ["channels.auth.AuthMiddleware"]
+    assert route.session == ["channels.sessions.SessionMiddleware",
+                             "channels.auth.AuthMiddleware"]
     assert route.throttle == [] and route.unknown == []
 
 
@@ -378,7 +380,7 @@ def test_json_schema(settings):
     assert set(data["findings"][0]) == {"id", "level", "message", "hint"}
     assert data["summary"]["errors"] >= 1
     assert set(data["routes"][0]) == {"pattern", "consumer", "origin_check", "auth",
-                                      "throttle", "unknown"}
+                                      "throttle", "session", "unknown"}
 
 
 @pytest.mark.parametrize("args", [["--nginx-conf", "/nonexistent/nginx.conf"],
@@ -405,6 +407,68 @@ def test_live_redis_facts(settings, private_redis):
     private_redis.kill()
     status, out = wssecure("--live", "--json")
     assert status == 1 and "wsops.E301" in {f["id"] for f in json.loads(out)["findings"]}
+
+
+# --- session cookies read by Channels' own stacks -------------------------------------------
+
+NO_COOKIE_TRANSPORT = {"WSOPS": {**SECURE["WSOPS"], "TOKEN_TRANSPORTS": ["subprotocol", "header"]}}
+LAX_COOKIES = {"SESSION_COOKIE_SECURE": False, "SESSION_COOKIE_SAMESITE": None}
+SESSION_APPS = ["auth_stack", "session_stack", "session_middleware", "auth_middleware", "mixed"]
+
+
+def cookie_findings():
+    return {m.id: m.msg for m in rules.check_cookie_flags()}
+
+
+@pytest.mark.parametrize("app", SESSION_APPS)
+def test_channels_session_stacks_get_the_cookie_rules(settings, app):
+    application = {"ASGI_APPLICATION": f"tests.asgi_sessions.{app}"}
+    apply(settings, {**NO_COOKIE_TRANSPORT, **LAX_COOKIES, **application})
+    found = cookie_findings()
+    assert {"wsops.W003", "wsops.E004"} <= set(found)
+    assert "route '" in found["wsops.W003"] and "route '" in found["wsops.E004"]
+    apply(settings, {**NO_COOKIE_TRANSPORT, **application})
+    assert cookie_findings() == {}
+
+
+def test_the_cookie_rules_name_only_the_routes_that_read_the_session(settings):
+    apply(settings, {**NO_COOKIE_TRANSPORT, **LAX_COOKIES,
+                     "ASGI_APPLICATION": "tests.asgi_sessions.mixed"})
+    message = cookie_findings()["wsops.W003"]
+    assert "'web/" in message and "'api/" not in message and "AuthMiddleware" in message
+
+
+def test_token_only_wsops_stack_is_not_a_session_reader(settings):
+    apply(settings, {**NO_COOKIE_TRANSPORT, **LAX_COOKIES})
+    assert cookie_findings() == {}
+    apply(settings, LAX_COOKIES)  # wsops' cookie transport on: its session path counts
+    assert {"wsops.W003", "wsops.E004"} <= set(cookie_findings())
+
+
+def test_cookie_rules_fall_back_to_the_setting_when_the_app_does_not_load(settings):
+    apply(settings, {**LAX_COOKIES, **TRIGGERS["wsops.E008"]})
+    assert {"wsops.W003", "wsops.E004"} <= set(cookie_findings())
+    apply(settings, {**LAX_COOKIES, **TRIGGERS["wsops.E008"], **NO_COOKIE_TRANSPORT})
+    assert cookie_findings() == {}
+
+
+def test_walker_records_what_reads_the_session(settings):
+    from tests.asgi_sessions import session_stack
+
+    [route] = asgi.walk(session_stack)
+    assert route.session == ["channels.sessions.SessionMiddleware"] and route.auth == []
+    apply(settings, {})
+    [route] = walk("secure")
+    assert route.session == ["wsops.middleware.TokenAuthMiddleware"]
+    apply(settings, NO_COOKIE_TRANSPORT)
+    [route] = walk("secure")
+    assert route.session == []
+
+
+def test_text_report_shows_session_readers(settings):
+    apply(settings, {"ASGI_APPLICATION": "tests.asgi_sessions.auth_stack"})
+    out = wssecure()[1]
+    assert "session  SessionMiddleware, AuthMiddleware" in out
 
 
 # --- passwords in every URL form: counted, and never printed ---------------------------------

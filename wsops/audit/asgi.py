@@ -3,8 +3,12 @@
 Starting from ``ASGI_APPLICATION`` we follow ``ProtocolTypeRouter`` to its
 ``websocket`` entry, then middleware chains (``.inner``, ``.application``,
 ``.app``) and ``URLRouter`` routes down to ``as_asgi()`` consumers. Each
-middleware is classified as an origin check, authentication or throttling;
-anything we do not know is walked through generically and listed as unknown.
+middleware is classified as an origin check, authentication or throttling,
+and separately as reading the session cookie (Channels' ``SessionMiddleware``
+and ``AuthMiddleware``, the pieces of ``SessionMiddlewareStack`` and
+``AuthMiddlewareStack``, or wsops' own cookie transport), which the cookie
+rules need; anything we do not know is walked through generically and listed
+as unknown.
 """
 
 from __future__ import annotations
@@ -16,18 +20,23 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-ORIGIN, AUTH, THROTTLE, REGISTRY, SESSION = "origin", "auth", "throttle", "registry", "session"
+from ..conf import get_settings
 
-KNOWN = {
-    "wsops.middleware.OriginGuard": ORIGIN,
-    "wsops.middleware.TokenAuthMiddleware": AUTH,
-    "wsops.middleware.ConnectThrottle": THROTTLE,
-    "wsops.middleware.ConnectionRegistry": REGISTRY,
-    "channels.security.websocket.OriginValidator": ORIGIN,
-    "channels.auth.AuthMiddleware": AUTH,
-    "channels.sessions.SessionMiddleware": SESSION,
-    "channels.sessions.CookieMiddleware": SESSION,
-    "channels.sessions.InstanceSessionWrapper": SESSION,
+ORIGIN, AUTH, THROTTLE, REGISTRY, SESSION = "origin", "auth", "throttle", "registry", "session"
+WSOPS_AUTH = "wsops.middleware.TokenAuthMiddleware"
+
+# Class -> its roles; () for a known class with none (CookieMiddleware only parses the
+# header). Channels' AuthMiddleware reads the user from scope["session"]: session auth.
+KNOWN: dict[str, tuple[str, ...]] = {
+    "wsops.middleware.OriginGuard": (ORIGIN,),
+    WSOPS_AUTH: (AUTH,),
+    "wsops.middleware.ConnectThrottle": (THROTTLE,),
+    "wsops.middleware.ConnectionRegistry": (REGISTRY,),
+    "channels.security.websocket.OriginValidator": (ORIGIN,),
+    "channels.auth.AuthMiddleware": (AUTH, SESSION),
+    "channels.sessions.SessionMiddleware": (SESSION,),
+    "channels.sessions.CookieMiddleware": (),
+    "channels.sessions.InstanceSessionWrapper": (SESSION,),
 }
 INNER_ATTRIBUTES = ("inner", "application", "app")
 MAX_DEPTH = 50
@@ -40,6 +49,7 @@ class Route:
     origin_check: list[str] = field(default_factory=list)
     auth: list[str] = field(default_factory=list)
     throttle: list[str] = field(default_factory=list)
+    session: list[str] = field(default_factory=list)  # what reads the session cookie
     unknown: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,17 +61,20 @@ def qualified_name(obj: Any) -> str:
     return f"{klass.__module__}.{klass.__qualname__}"
 
 
-def classify(obj: Any) -> str | None:
-    """The role of a middleware object, by class (and a name heuristic for token auth)."""
+def classify(obj: Any) -> tuple[str, ...] | None:
+    """The roles of a middleware object (None: unknown), by class and its bases, with
+    a name heuristic for home-made token auth and throttles."""
     for klass in type(obj).__mro__:
-        role = KNOWN.get(f"{klass.__module__}.{klass.__qualname__}")
-        if role:
-            return role
+        name = f"{klass.__module__}.{klass.__qualname__}"
+        if name in KNOWN:
+            if name == WSOPS_AUTH and "cookie" in get_settings().TOKEN_TRANSPORTS:
+                return (AUTH, SESSION)  # its session path is Channels' AuthMiddlewareStack
+            return KNOWN[name]
     name = type(obj).__name__.lower()
     if "token" in name and "auth" in name:
-        return AUTH
+        return (AUTH,)
     if "throttl" in name or "ratelimit" in name:
-        return THROTTLE
+        return (THROTTLE,)
     return None
 
 
@@ -124,12 +137,12 @@ def _walk(node: Any, route: Route, found: list[Route], seen: set[int], depth: in
             _record(route, classify(step), qualified_name(step))
         _walk(getattr(node, "inner", None), route, found, seen, depth + 1)
         return
-    role = classify(node)
+    roles = classify(node)
     name = qualified_name(node)
-    _record(route, role, name)
+    _record(route, roles, name)
     inner = next((getattr(node, attr) for attr in INNER_ATTRIBUTES
                   if callable(getattr(node, attr, None))), None)
-    if inner is None and role is None and not isinstance(node, type):
+    if inner is None and roles is None and not isinstance(node, type):
         # A plain function or closure: nothing more to see inside.
         route.consumer = route.consumer or name
         found.append(route)
@@ -137,15 +150,19 @@ def _walk(node: Any, route: Route, found: list[Route], seen: set[int], depth: in
     _walk(inner, route, found, seen, depth + 1)
 
 
-def _record(route: Route, role: str | None, name: str) -> None:
-    if role == ORIGIN:
-        route.origin_check.append(name)
-    elif role == AUTH:
-        route.auth.append(name)
-    elif role in (THROTTLE, REGISTRY):
-        route.throttle.append(name)
-    elif role is None:
+def _record(route: Route, roles: tuple[str, ...] | None, name: str) -> None:
+    if roles is None:
         route.unknown.append(name)
+        return
+    for role in roles:
+        if role == ORIGIN:
+            route.origin_check.append(name)
+        elif role == AUTH:
+            route.auth.append(name)
+        elif role in (THROTTLE, REGISTRY):
+            route.throttle.append(name)
+        elif role == SESSION:
+            route.session.append(name)
 
 
 def websocket_prefixes(routes: list[Route]) -> list[str]:

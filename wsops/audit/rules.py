@@ -42,6 +42,27 @@ def _uses_cookie_auth() -> bool:
     return "cookie" in get_settings().TOKEN_TRANSPORTS
 
 
+def _session_cookie_readers() -> list[str]:
+    """What authenticates sockets by the session cookie, for the cookie rules.
+
+    Found by walking the ASGI application: Channels' own stacks
+    (``AuthMiddlewareStack``, ``SessionMiddlewareStack``, their pieces) and wsops'
+    cookie transport. When the application cannot be loaded (E008 says why), the
+    ``TOKEN_TRANSPORTS`` setting is all there is to go on.
+    """
+    routes = _routes()
+    if isinstance(routes, CheckMessage):
+        return ["WSOPS['TOKEN_TRANSPORTS'] 'cookie'"] if _uses_cookie_auth() else []
+    return [f"route {route.pattern or '(root)'!r} "
+            f"({', '.join(name.rsplit('.', 1)[-1] for name in route.session)})"
+            for route in routes if route.session]
+
+
+def _summary(items: list[str], shown: int = 2) -> str:
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def _origins_derived() -> bool:
     return get_settings().ALLOWED_ORIGINS is None
 
@@ -265,23 +286,23 @@ def check_http_origins() -> list[CheckMessage]:
 
 
 def check_cookie_flags() -> list[CheckMessage]:
-    if not _uses_cookie_auth():
-        return []
     messages: list[CheckMessage] = []
-    if not getattr(settings, "SESSION_COOKIE_SECURE", False):
-        messages.append(Warning(
-            "Sockets authenticate with the session cookie but SESSION_COOKIE_SECURE is False: "
-            "the cookie also travels over plain http.",
-            hint="Set SESSION_COOKIE_SECURE = True.", id="wsops.W003"))
-    if not getattr(settings, "CSRF_COOKIE_SECURE", False):
+    if readers := _session_cookie_readers():
+        where = _summary(readers)
+        if not getattr(settings, "SESSION_COOKIE_SECURE", False):
+            messages.append(Warning(
+                f"Sockets authenticate with the session cookie ({where}) but "
+                "SESSION_COOKIE_SECURE is False: the cookie also travels over plain http.",
+                hint="Set SESSION_COOKIE_SECURE = True.", id="wsops.W003"))
+        if getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax") in (None, "None", False):
+            messages.append(Error(
+                f"SESSION_COOKIE_SAMESITE is None while sockets authenticate with the session "
+                f"cookie ({where}): every cross-site request carries it.",
+                hint="Use 'Lax' (Django's default) or 'Strict'.", id="wsops.E004"))
+    if _uses_cookie_auth() and not getattr(settings, "CSRF_COOKIE_SECURE", False):
         messages.append(Warning(
             "CSRF_COOKIE_SECURE is False: the CSRF cookie guarding POST ticket/ also travels "
             "over plain http.", hint="Set CSRF_COOKIE_SECURE = True.", id="wsops.W004"))
-    if getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax") in (None, "None", False):
-        messages.append(Error(
-            "SESSION_COOKIE_SAMESITE is None while sockets authenticate with the session "
-            "cookie: every cross-site request carries it.",
-            hint="Use 'Lax' (Django's default) or 'Strict'.", id="wsops.E004"))
     return messages
 
 

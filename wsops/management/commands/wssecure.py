@@ -103,8 +103,9 @@ class Command(WsopsCommand):
             for route in routes:
                 self.stdout.write(f"  {route.pattern or '(root)'} -> {route.consumer}")
                 for label, names in (("origin", route.origin_check), ("auth", route.auth),
-                                     ("throttle", route.throttle), ("unknown", route.unknown)):
-                    if names or label != "unknown":
+                                     ("throttle", route.throttle), ("session", route.session),
+                                     ("unknown", route.unknown)):
+                    if names or label not in ("session", "unknown"):
                         shown = ", ".join(n.rsplit(".", 1)[-1] for n in names) or "NONE"
                         self.stdout.write(f"      {label:<9}{shown}")
         for level, title, style in ((40, "Errors", self.style.ERROR),
