@@ -9,6 +9,7 @@ django-ratelimit's own ``_split_rate`` accepts ``"30/mx"`` and crashes on
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,8 +17,22 @@ from datetime import timedelta
 from django_ratelimit.core import _PERIODS, rate_re
 
 RATE_HELP = 'a rate like "30/m", "5/10s" or "1000/h" (count/[multiplier]s|m|h|d)'
-FINITE_DURATION_HELP = 'a duration like "45s", "15m", "12h", "30d", "2w" or a number of seconds'
-DURATION_HELP = FINITE_DURATION_HELP + ', or "never"'
+
+
+def duration_help(*, allow_never: bool = False, allow_zero: bool = False) -> str:
+    """What a duration setting or option accepts, for help texts and error messages.
+
+    Every place accepts a different set (``--grace 0`` ends the old token at
+    once, ``--ttl never`` makes a token that never expires, ``--for`` takes
+    neither), so each error names exactly the forms that place takes.
+    """
+    forms = '"45s", "15m", "12h", "30d", "2w" or a number of seconds'
+    text = f"a duration like {forms}" + (", 0 included" if allow_zero else " (more than 0)")
+    return text + (', or "never"' if allow_never else "")
+
+
+FINITE_DURATION_HELP = duration_help()
+DURATION_HELP = duration_help(allow_never=True)
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -56,25 +71,26 @@ def parse_rate(value: str | Rate) -> Rate:
 
 
 def parse_duration(
-    value: str | float | timedelta | None, *, allow_never: bool = True
+    value: str | float | timedelta | None, *, allow_never: bool = True, allow_zero: bool = False
 ) -> int | None:
-    """Parse a duration into whole seconds; ``None``/``"never"`` mean no expiry."""
+    """Parse a duration into whole seconds; ``None``/``"never"`` mean no expiry.
+
+    Raises ValueError naming what is accepted here (``duration_help``).
+    """
+    seconds: float | None = None
     if value is None or (isinstance(value, str) and value.strip().lower() == "never"):
-        if not allow_never:
-            raise ValueError(f"expected {FINITE_DURATION_HELP}, got {value!r}")
-        return None
-    if isinstance(value, timedelta):
+        if allow_never:
+            return None
+    elif isinstance(value, timedelta):
         seconds = value.total_seconds()
-    elif isinstance(value, bool):
-        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
-    elif isinstance(value, (int, float)):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = value
     elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
         seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
-    else:
-        raise ValueError(f"expected {DURATION_HELP}, got {value!r}")
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration, got {value!r}")
+    shortest = 0 if allow_zero else 1  # whole seconds: 0.5 would round to "at once"
+    if seconds is None or not math.isfinite(seconds) or int(seconds) < shortest:
+        expected = duration_help(allow_never=allow_never, allow_zero=allow_zero)
+        raise ValueError(f"expected {expected}, got {value!r}")
     return int(seconds)
 
 

@@ -99,7 +99,7 @@ class Command(WsopsCommand):
 
     def add_arguments(self, parser):
         common = _common_options()
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        sub = self.add_subcommands(parser)
         site = sub.add_parser("nginx", parents=[common], help="The nginx site.")
         site.add_argument("--check", action="store_true",
                           help="Run `nginx -t` on the result in a throwaway prefix.")

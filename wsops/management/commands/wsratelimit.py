@@ -10,10 +10,9 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
 from wsops import codes, ratelimit, remote, signals, store
-from wsops.management.base import WsopsCommand
-from wsops.models import WebSocketToken
+from wsops.management.base import WsopsCommand, find_tokens
 from wsops.ratelimit import Identity
-from wsops.units import FINITE_DURATION_HELP, format_duration, parse_duration
+from wsops.units import duration_help, format_duration
 
 IDENT_HELP = "ip:1.2.3.4, user:42 (or user:USERNAME) or token:wst_ab12cd34"
 
@@ -25,7 +24,7 @@ class Command(WsopsCommand):
     )
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        sub = self.add_subcommands(parser)
 
         show = sub.add_parser("show", help="Every live counter, connection count and ban.")
         show.add_argument("--scope", help="Only this scope (connect, message, user_message, "
@@ -49,7 +48,7 @@ class Command(WsopsCommand):
         block = sub.add_parser("block", help="Refuse new connections of an identity (4403).")
         block.add_argument("ident", help=IDENT_HELP)
         block.add_argument("--for", dest="duration", required=True,
-                           help=f"How long: {FINITE_DURATION_HELP}.")
+                           help=f"How long: {duration_help()}.")
         block.add_argument("--reason", default="", help="Shown in events and in 'show'.")
         block.add_argument("--disconnect", action="store_true",
                            help="Also close its live sockets on every worker.")
@@ -94,8 +93,7 @@ class Command(WsopsCommand):
                 self.fail(f"unknown user {identity.id!r}")
             return Identity("user", str(user.pk))
         if identity.kind == "token" and len(identity.id) != 12:
-            matches = list(WebSocketToken.objects.filter(prefix__startswith=identity.id)
-                           .values_list("prefix", flat=True)[:5])
+            matches = [token.prefix for token in find_tokens(identity.id)]
             if len(matches) != 1:
                 self.fail(f"token prefix {identity.id!r} matches {len(matches)} tokens; "
                           "give the 12-character prefix shown by 'wstokens list'")
@@ -191,10 +189,7 @@ class Command(WsopsCommand):
     def handle_block(self, client: Any, ident: str, duration: str, reason: str,
                      disconnect: bool, **_: Any) -> None:
         identity = self._identity(ident)
-        try:
-            seconds = parse_duration(duration, allow_never=False)
-        except ValueError as error:
-            self.fail(f"invalid --for {duration!r}: {error}")
+        seconds = self.duration_option(duration, "--for")
         ratelimit.ban(client, identity, seconds, reason)
         self.stdout.write(f"Blocked {identity} for {format_duration(seconds)}"
                           + (f" ({reason})" if reason else "") + ".")

@@ -37,7 +37,7 @@ class Command(WsopsCommand):
     requires_system_checks = []  # this command *is* the check: report, do not abort
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        sub = self.add_subcommands(parser)
         check = sub.add_parser("check", help="Run the audit.")
         check.add_argument("--deploy", action="store_true",
                            help="Include the deployment rules (like check --deploy).")

@@ -13,9 +13,9 @@ from django.db.models import Q
 
 from wsops import remote, tokens
 from wsops.conf import get_settings
-from wsops.management.base import WsopsCommand
+from wsops.management.base import WsopsCommand, find_tokens
 from wsops.models import WebSocketToken
-from wsops.units import DURATION_HELP, format_duration, parse_duration
+from wsops.units import duration_help, format_duration
 
 SCOPE_RE = re.compile(r"[A-Za-z0-9_.:*-]{1,64}")
 
@@ -45,7 +45,7 @@ class Command(WsopsCommand):
     )
 
     def add_arguments(self, parser):
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        sub = self.add_subcommands(parser)
 
         issue = sub.add_parser("issue", help="Issue a token and print its secret once.")
         issue.add_argument("--user", required=True, help="Username of the owner.")
@@ -53,7 +53,8 @@ class Command(WsopsCommand):
         issue.add_argument("--scope", action="append", default=[], dest="scopes",
                            help="A scope such as chat:write (repeat for several).")
         issue.add_argument("--ttl", default=None,
-                           help=f"Lifetime: {DURATION_HELP}. Default: WSOPS['TOKEN_TTL'].")
+                           help=f"Lifetime: {duration_help(allow_never=True)}. "
+                                "Default: WSOPS['TOKEN_TTL'].")
         issue.add_argument("--json", action="store_true", help="Print JSON.")
 
         listing = sub.add_parser("list", help="List tokens (active and in grace by default).")
@@ -74,12 +75,16 @@ class Command(WsopsCommand):
 
         rotate = sub.add_parser("rotate", help="Issue a successor; the old token lives --grace.")
         rotate.add_argument("reference", help="Public prefix or id.")
-        rotate.add_argument("--grace", default="1h", help=f"Grace period: {DURATION_HELP}.")
+        rotate.add_argument("--grace", default="1h",
+                            help=f"How long the old token keeps working: "
+                                 f"{duration_help(allow_zero=True)} (0: it stops now). "
+                                 "Default 1h.")
         rotate.add_argument("--json", action="store_true", help="Print JSON.")
 
         purge = sub.add_parser("purge", help="Delete revoked and expired tokens.")
         purge.add_argument("--older-than", default="30d",
-                           help="Only those revoked/expired longer ago than this (default 30d).")
+                           help="Only those revoked/expired longer ago than this: "
+                                f"{duration_help(allow_zero=True)}. Default 30d.")
         purge.add_argument("--dry-run", action="store_true", help="Only count.")
 
         sub.add_parser("verify", help="Read a token on stdin and say whose it is and if valid "
@@ -97,14 +102,8 @@ class Command(WsopsCommand):
         except model.DoesNotExist:
             self.fail(f"unknown user {username!r}")
 
-    def _duration(self, value: str, option: str, allow_never: bool = True) -> int | None:
-        try:
-            return parse_duration(value, allow_never=allow_never)
-        except ValueError:
-            self.fail(f"invalid {option} {value!r}: expected {DURATION_HELP}")
-
     def _one(self, reference: str) -> WebSocketToken:
-        found = tokens.find(reference)
+        found = find_tokens(reference)
         if not found:
             self.fail(f"no token matches {reference!r} (give a prefix like wst_ab12cd34, or an id)")
         if len(found) > 1:
@@ -133,7 +132,8 @@ class Command(WsopsCommand):
             if not SCOPE_RE.fullmatch(scope):
                 self.fail(f"invalid scope {scope!r}: use letters, digits and . : _ - * "
                           "(at most 64), e.g. chat:write")
-        lifetime = get_settings().TOKEN_TTL if ttl is None else self._duration(ttl, "--ttl")
+        lifetime = (get_settings().TOKEN_TTL if ttl is None
+                    else self.duration_option(ttl, "--ttl", allow_never=True))
         token, secret = tokens.issue(owner, name=name, scopes=scopes, ttl=lifetime)
         self._print_secret(token, secret, json)
 
@@ -194,16 +194,20 @@ class Command(WsopsCommand):
         token = self._one(reference)
         if token.status(tokens.now()) in ("revoked", "expired"):
             self.fail(f"{token.prefix} is {token.status(tokens.now())}: issue a new token instead")
-        seconds = self._duration(grace, "--grace", allow_never=False)
+        seconds = self.duration_option(grace, "--grace", allow_zero=True)
+        own_left = (token.expires_at - tokens.now()).total_seconds() if token.expires_at else None
         successor, secret = tokens.rotate(token, seconds)
         if not json:
-            self.stderr.write(f"{token.prefix} keeps working for {format_duration(seconds)} "
-                              f"(until {token.expires_at.isoformat(timespec='seconds')}).")
+            left = seconds if own_left is None else min(seconds, own_left)
+            self.stderr.write(
+                f"{token.prefix} stops working now." if left <= 0 else
+                f"{token.prefix} keeps working for {format_duration(left)} "
+                f"(until {token.expires_at.isoformat(timespec='seconds')}).")
         self._print_secret(successor, secret, json)
 
     def handle_purge(self, older_than: str, dry_run: bool, **_: Any) -> None:
         cutoff = tokens.now() - timedelta(
-            seconds=self._duration(older_than, "--older-than", allow_never=False))
+            seconds=self.duration_option(older_than, "--older-than", allow_zero=True))
         queryset = WebSocketToken.objects.filter(
             Q(revoked_at__lt=cutoff) | Q(expires_at__lt=cutoff)
         )
