@@ -1,5 +1,6 @@
 """The four commands from a shell: Django's options after the subcommand, one-line errors
-(exit 2), duration errors that say what is accepted, case-sensitive token prefixes."""
+(exit 2), duration errors that say what is accepted, case-sensitive token prefixes,
+and ``wstokens rotate`` renewing a token."""
 
 import io
 import json
@@ -132,7 +133,7 @@ def test_help_lists_the_django_options_after_the_subcommand():
     result = manage("wstokens", "rotate", "--help")
     assert result.returncode == 0
     for option in ("--settings", "--pythonpath", "--traceback", "--no-color", "--verbosity",
-                   "--grace"):
+                   "--ttl", "--grace"):
         assert option in result.stdout
     assert "0: it stops now" in result.stdout
 
@@ -158,6 +159,7 @@ def test_duration_help_names_exactly_what_is_accepted():
 @pytest.mark.parametrize(("args", "accepted", "refused"), [
     (["issue", "--user", "svc", "--ttl", "0"], ['"never"', "more than 0"], ["0 included"]),
     (["rotate", "PREFIX", "--grace", "never"], ["0 included"], ['"never"']),
+    (["rotate", "PREFIX", "--ttl", "soon"], ['"never"'], ["0 included"]),
     (["purge", "--older-than", "never"], ["0 included"], ['"never"']),
 ])
 def test_duration_errors_list_what_that_option_accepts(make_user, args, accepted, refused):
@@ -216,7 +218,7 @@ def test_wsratelimit_token_prefixes_are_case_sensitive(twin_prefixes):
         command._identity("token:wst_aBcD")
 
 
-# --- rotate -------------------------------------------------------------------------
+# --- rotate renews -------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -232,6 +234,55 @@ def clock(monkeypatch):
     controlled = Clock()
     monkeypatch.setattr(tokens, "now", lambda: controlled.at)
     return controlled
+
+
+def rotate(token, *args):
+    out, _ = run("wstokens", "rotate", token.prefix, *args, "--json")
+    data = json.loads(out)
+    return WebSocketToken.objects.get(prefix=data["prefix"]), data["secret"]
+
+
+@pytest.mark.django_db
+def test_rotate_gives_the_successor_a_fresh_lifetime(make_user, clock):
+    old, old_secret = tokens.issue(make_user("svc"), ttl=30 * 86400)
+    clock.advance(days=20)
+    rotated_at = clock.at
+    new, new_secret = rotate(old, "--grace", "1h")
+    assert new.expires_at == rotated_at + timedelta(days=30)  # not the 10 days left
+    old.refresh_from_db()
+    assert old.expires_at == rotated_at + timedelta(hours=1)
+    clock.advance(minutes=61)
+    with pytest.raises(tokens.TokenInvalid, match="expired"):
+        tokens.verify_sync(old_secret)
+    clock.advance(days=29)
+    assert tokens.verify_sync(new_secret).id == new.pk
+
+
+@pytest.mark.django_db
+def test_rotating_again_during_grace_does_not_die_with_the_grace(make_user, clock):
+    old, _ = tokens.issue(make_user("svc"), ttl=7 * 86400)
+    clock.advance(days=6)
+    rotate(old, "--grace", "1h")
+    clock.advance(minutes=10)  # old is in its grace period: rotate it again
+    old.refresh_from_db()
+    grace_end = old.expires_at
+    again, secret = rotate(old, "--grace", "1h")
+    assert again.expires_at == clock.at + timedelta(days=7)
+    old.refresh_from_db()
+    assert old.expires_at == grace_end  # a second rotation never extends the old token
+    clock.advance(hours=2)
+    assert tokens.verify_sync(secret).id == again.pk
+
+
+@pytest.mark.django_db
+def test_rotate_ttl_option_and_never_expiring_tokens(make_user, clock):
+    owner = make_user("svc")
+    forever, _ = tokens.issue(owner, ttl=None)
+    assert rotate(forever)[0].expires_at is None  # not WSOPS['TOKEN_TTL']
+    short, _ = tokens.issue(owner, ttl=3600)
+    assert rotate(short, "--ttl", "2d")[0].expires_at == clock.at + timedelta(days=2)
+    other, _ = tokens.issue(owner, ttl=3600)
+    assert rotate(other, "--ttl", "never")[0].expires_at is None
 
 
 @pytest.mark.django_db

@@ -38,6 +38,33 @@ def describe(token: WebSocketToken) -> dict[str, Any]:
     }
 
 
+def issued_lifetime(token: WebSocketToken) -> int | None:
+    """Seconds ``token`` was issued for (None: it never expires), the default lifetime
+    of its successor, so rotating renews a token instead of shortening it.
+
+    Rotation cuts a token's expiry to the end of its grace period, so the dates of
+    a token already in grace no longer tell its lifetime: its first successor's do.
+    """
+    if token.rotated_at is not None:
+        successor = token.successors.order_by("created_at").first()
+        if successor is not None:
+            return issued_lifetime(successor)
+    if token.expires_at is None:
+        return None
+    return max(1, int((token.expires_at - token.created_at).total_seconds()))
+
+
+def renew(successor: WebSocketToken, lifetime: int | None) -> None:
+    """Give a freshly rotated successor its own lifetime, counted from its creation.
+
+    ``tokens.rotate`` gives it what was left of the old token's; the successor
+    is not in any cache yet, so changing its expiry here is enough.
+    """
+    successor.expires_at = (successor.created_at + timedelta(seconds=lifetime)
+                            if lifetime is not None else None)
+    successor.save(update_fields=["expires_at"])
+
+
 class Command(WsopsCommand):
     help = (
         "Manage WebSocket access tokens. Secrets are shown once, by 'issue' and 'rotate'; "
@@ -73,12 +100,17 @@ class Command(WsopsCommand):
         revoke.add_argument("--disconnect", action="store_true",
                             help="Also close live sockets on every worker (channel layer).")
 
-        rotate = sub.add_parser("rotate", help="Issue a successor; the old token lives --grace.")
+        rotate = sub.add_parser(
+            "rotate", help="Issue a successor with a fresh lifetime; the old token keeps "
+                           "working for --grace, then stops.")
         rotate.add_argument("reference", help="Public prefix or id.")
         rotate.add_argument("--grace", default="1h",
                             help=f"How long the old token keeps working: "
                                  f"{duration_help(allow_zero=True)} (0: it stops now). "
                                  "Default 1h.")
+        rotate.add_argument("--ttl", default=None,
+                            help=f"Lifetime of the successor: {duration_help(allow_never=True)}."
+                                 " Default: as long as the old token was issued for.")
         rotate.add_argument("--json", action="store_true", help="Print JSON.")
 
         purge = sub.add_parser("purge", help="Delete revoked and expired tokens.")
@@ -190,13 +222,17 @@ class Command(WsopsCommand):
                 sys.exit(1)
             self.stdout.write("Asked every worker to close the live sockets (4401).")
 
-    def handle_rotate(self, reference: str, grace: str, json: bool, **_: Any) -> None:
+    def handle_rotate(self, reference: str, grace: str, ttl: str | None, json: bool,
+                      **_: Any) -> None:
         token = self._one(reference)
         if token.status(tokens.now()) in ("revoked", "expired"):
             self.fail(f"{token.prefix} is {token.status(tokens.now())}: issue a new token instead")
         seconds = self.duration_option(grace, "--grace", allow_zero=True)
+        lifetime = (issued_lifetime(token) if ttl is None
+                    else self.duration_option(ttl, "--ttl", allow_never=True))
         own_left = (token.expires_at - tokens.now()).total_seconds() if token.expires_at else None
         successor, secret = tokens.rotate(token, seconds)
+        renew(successor, lifetime)
         if not json:
             left = seconds if own_left is None else min(seconds, own_left)
             self.stderr.write(
