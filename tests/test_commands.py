@@ -173,6 +173,17 @@ def test_duration_errors_list_what_that_option_accepts(make_user, args, accepted
     assert not any(text in message for text in refused), message
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--interval", "-1"], "--interval must be a positive number of seconds, got -1"),
+    (["--interval", "0"], "--interval must be a positive number of seconds, got 0"),
+    (["--count", "-3"], "--count must be 0 (until Ctrl-C) or more, got -3"),
+])
+def test_top_watch_refuses_impossible_timing(use_redis, args, message):
+    with pytest.raises(CommandError) as error:
+        run("wsratelimit", "top", "--watch", *args)
+    assert error.value.returncode == 2 and str(error.value) == message
+
+
 @pytest.mark.django_db
 def test_block_for_accepts_neither_never_nor_zero(use_redis):
     for value in ("never", "0"):

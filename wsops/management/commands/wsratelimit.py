@@ -158,6 +158,10 @@ class Command(WsopsCommand):
                    interval: float, count: int, json: bool, **_: Any) -> None:
         if limit < 1:
             self.fail("-n must be at least 1")
+        if not interval > 0:  # also refuses nan; 0 would SCAN Redis in a busy loop
+            self.fail(f"--interval must be a positive number of seconds, got {interval:g}")
+        if count < 0:
+            self.fail(f"--count must be 0 (until Ctrl-C) or more, got {count}")
         if json:
             return self.write_json(self._heaviest(client, scope, limit))
         redraws = 0
