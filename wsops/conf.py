@@ -274,8 +274,11 @@ def validate(raw: Any) -> WsopsSettings:
         except _RateError as error:
             raise ImproperlyConfigured(f"WSOPS[{key!r}] is invalid: {error}.")
         except ValueError as error:
+            from .store import masked  # store imports conf: import here
+
+            shown = masked(value) if key == "REDIS_URL" and isinstance(value, str) else value
             raise ImproperlyConfigured(
-                f"WSOPS[{key!r}] = {value!r} is invalid: expected {error}."
+                f"WSOPS[{key!r}] = {shown!r} is invalid: expected {error}."
             )
     return WsopsSettings(**values)
 

@@ -117,14 +117,26 @@ def revoke(tokens: list[WebSocketToken]) -> int:
     return len(ids)
 
 
-def rotate(token: WebSocketToken, grace: int) -> tuple[WebSocketToken, str]:
-    """Issue the successor; the old token keeps working for ``grace`` seconds."""
-    remaining = None
-    if token.expires_at is not None:
-        remaining = max(1, int((token.expires_at - now()).total_seconds()))
-    ttl = get_settings().TOKEN_TTL if remaining is None else remaining
+def issued_lifetime(token: WebSocketToken) -> int | None:
+    """Seconds the token was issued for (None: never). Rotation cuts a token's expiry
+    to its grace end, so a token in grace takes its first successor's lifetime."""
+    if token.rotated_at is not None:
+        successor = token.successors.order_by("created_at").first()
+        if successor is not None:
+            return issued_lifetime(successor)
+    if token.expires_at is None:
+        return None
+    return max(1, int((token.expires_at - token.created_at).total_seconds()))
+
+
+def rotate(token: WebSocketToken, grace: int, ttl: int | str | None = "renew",
+           ) -> tuple[WebSocketToken, str]:
+    """Issue the successor with a fresh lifetime (``ttl`` seconds, None: never; default:
+    as long as ``token`` was issued for); the old token works ``grace`` more seconds
+    (0: stops now), never longer than it would have."""
+    lifetime = issued_lifetime(token) if ttl == "renew" else ttl
     successor, secret = issue(token.owner, name=token.name, scopes=list(token.scopes),
-                              ttl=ttl, rotated_from=token)
+                              ttl=lifetime, rotated_from=token)
     grace_end = now() + timedelta(seconds=grace)
     if token.expires_at is None or token.expires_at > grace_end:
         token.expires_at = grace_end
@@ -144,7 +156,9 @@ def find(reference: str, queryset: Any = None) -> list[WebSocketToken]:
         return []
     if len(reference) > 12:  # a whole secret pasted: match by its hash, never store it
         return list(queryset.filter(hash=hash_secret(reference)))
-    return list(queryset.filter(prefix__startswith=reference)[:20])
+    matches = queryset.filter(prefix__startswith=reference)[:200]
+    # LIKE ignores case on SQLite and MySQL; base64url prefixes are case-sensitive.
+    return [t for t in matches if t.prefix.startswith(reference)][:20]
 
 
 # --- verification (async: the handshake path) ------------------------------------------

@@ -17,24 +17,7 @@ from typing import Any, NoReturn
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from wsops import tokens
-from wsops.models import WebSocketToken
 from wsops.units import duration_help, parse_duration
-
-
-def find_tokens(reference: str) -> list[WebSocketToken]:
-    """``tokens.find``, with prefixes compared case-sensitively on every database.
-
-    Prefixes are base64url, where ``wst_Ab`` and ``wst_aB`` are different tokens,
-    but ``find`` narrows with ``prefix__startswith``: a LIKE, which SQLite (and
-    MySQL's usual collations) compare without case. A pasted secret is matched by
-    its hash, and its prefix is its first 12 characters, so the same test holds.
-    """
-    found = tokens.find(reference)
-    if reference.isdigit():
-        return found
-    prefix = tokens.public_prefix(reference)
-    return [token for token in found if token.prefix.startswith(prefix)]
 
 
 class UsageError(CommandError):

@@ -9,8 +9,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
-from wsops import codes, ratelimit, remote, signals, store
-from wsops.management.base import WsopsCommand, find_tokens
+from wsops import codes, ratelimit, remote, signals, store, tokens
+from wsops.management.base import WsopsCommand
 from wsops.ratelimit import Identity
 from wsops.units import duration_help, format_duration
 
@@ -93,7 +93,7 @@ class Command(WsopsCommand):
                 self.fail(f"unknown user {identity.id!r}")
             return Identity("user", str(user.pk))
         if identity.kind == "token" and len(identity.id) != 12:
-            matches = [token.prefix for token in find_tokens(identity.id)]
+            matches = [token.prefix for token in tokens.find(identity.id)]
             if len(matches) != 1:
                 self.fail(f"token prefix {identity.id!r} matches {len(matches)} tokens; "
                           "give the 12-character prefix shown by 'wstokens list'")

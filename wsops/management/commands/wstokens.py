@@ -13,7 +13,7 @@ from django.db.models import Q
 
 from wsops import remote, tokens
 from wsops.conf import get_settings
-from wsops.management.base import WsopsCommand, find_tokens
+from wsops.management.base import WsopsCommand
 from wsops.models import WebSocketToken
 from wsops.units import duration_help, format_duration
 
@@ -36,33 +36,6 @@ def describe(token: WebSocketToken) -> dict[str, Any]:
         "revoked": token.revoked_at.isoformat(timespec="seconds") if token.revoked_at else None,
         "rotated_from": token.rotated_from.prefix if token.rotated_from_id else None,
     }
-
-
-def issued_lifetime(token: WebSocketToken) -> int | None:
-    """Seconds ``token`` was issued for (None: it never expires), the default lifetime
-    of its successor, so rotating renews a token instead of shortening it.
-
-    Rotation cuts a token's expiry to the end of its grace period, so the dates of
-    a token already in grace no longer tell its lifetime: its first successor's do.
-    """
-    if token.rotated_at is not None:
-        successor = token.successors.order_by("created_at").first()
-        if successor is not None:
-            return issued_lifetime(successor)
-    if token.expires_at is None:
-        return None
-    return max(1, int((token.expires_at - token.created_at).total_seconds()))
-
-
-def renew(successor: WebSocketToken, lifetime: int | None) -> None:
-    """Give a freshly rotated successor its own lifetime, counted from its creation.
-
-    ``tokens.rotate`` gives it what was left of the old token's; the successor
-    is not in any cache yet, so changing its expiry here is enough.
-    """
-    successor.expires_at = (successor.created_at + timedelta(seconds=lifetime)
-                            if lifetime is not None else None)
-    successor.save(update_fields=["expires_at"])
 
 
 class Command(WsopsCommand):
@@ -135,7 +108,7 @@ class Command(WsopsCommand):
             self.fail(f"unknown user {username!r}")
 
     def _one(self, reference: str) -> WebSocketToken:
-        found = find_tokens(reference)
+        found = tokens.find(reference)
         if not found:
             self.fail(f"no token matches {reference!r} (give a prefix like wst_ab12cd34, or an id)")
         if len(found) > 1:
@@ -228,11 +201,10 @@ class Command(WsopsCommand):
         if token.status(tokens.now()) in ("revoked", "expired"):
             self.fail(f"{token.prefix} is {token.status(tokens.now())}: issue a new token instead")
         seconds = self.duration_option(grace, "--grace", allow_zero=True)
-        lifetime = (issued_lifetime(token) if ttl is None
+        lifetime = ("renew" if ttl is None
                     else self.duration_option(ttl, "--ttl", allow_never=True))
         own_left = (token.expires_at - tokens.now()).total_seconds() if token.expires_at else None
-        successor, secret = tokens.rotate(token, seconds)
-        renew(successor, lifetime)
+        successor, secret = tokens.rotate(token, seconds, ttl=lifetime)
         if not json:
             left = seconds if own_left is None else min(seconds, own_left)
             self.stderr.write(
