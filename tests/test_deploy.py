@@ -2,6 +2,8 @@
 
 import io
 import itertools
+import re
+import shutil
 import subprocess
 
 import pytest
@@ -92,20 +94,70 @@ def test_daphne_units_match_settings(settings):
         assert needle in units, needle
 
 
-def test_systemd_units_verify(tmp_path):
+def systemd_verify(directory):
+    """``systemd-analyze verify`` on the template unit (as two instances) and the target."""
     analyze = require_tool("systemd-analyze")
+    for n in (1, 2):
+        (directory / f"daphne@{n}.service").symlink_to(directory / "daphne@.service")
+    return subprocess.run([analyze, "verify", "--man=no", str(directory / "daphne@1.service"),
+                           str(directory / "daphne@2.service"), str(directory / "daphne.target")],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_systemd_units_verify(tmp_path):
     import sys
     from pathlib import Path
 
     venv = Path(sys.executable).parent.parent
     wsdeploy("daphne", "--domain", "a.example.com", "--venv", str(venv), "--user", "root",
              "--group", "root", "--output", str(tmp_path))
-    (tmp_path / "daphne@1.service").symlink_to(tmp_path / "daphne@.service")
-    (tmp_path / "daphne@2.service").symlink_to(tmp_path / "daphne@.service")
-    result = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / "daphne@1.service"),
-                             str(tmp_path / "daphne@2.service"), str(tmp_path / "daphne.target")],
-                            capture_output=True, text=True, timeout=60)
+    result = systemd_verify(tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_systemd_units_with_defaults_verify(tmp_path):
+    """Issue 13.10: the defaults name a daphne that exists (the running virtualenv's)."""
+    require_tool("systemd-analyze")
+    wsdeploy("daphne", "--domain", "a.example.com", "--output", str(tmp_path))
+    result = systemd_verify(tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_daphne_defaults_venv_and_writable_settings_paths(settings, tmp_path):
+    import sys
+    from pathlib import Path
+
+    media = tmp_path / "media"
+    settings.MEDIA_ROOT = str(media)
+    units, _ = wsdeploy("daphne", "--domain", "a.example.com", "--writable-path", "/srv/extra")
+    assert sys.prefix != sys.base_prefix  # the suite runs in a virtualenv
+    assert f"ExecStart={sys.prefix}/bin/daphne " in units
+    default_db = settings.DATABASES["default"]
+    if "sqlite3" in default_db["ENGINE"]:
+        assert f"ReadWritePaths={Path(default_db['NAME']).parent}\n" in units
+    assert f"ReadWritePaths={media}\n" in units and "ReadWritePaths=/srv/extra\n" in units
+    assert "ProtectSystem=strict" in units and "ProtectHome=yes" in units
+
+
+def test_writable_paths_from_database_settings(monkeypatch):
+    from types import SimpleNamespace
+
+    from wsops.deploy import context
+
+    monkeypatch.setattr(context, "settings", SimpleNamespace(MEDIA_ROOT="", DATABASES={
+        "files": {"ENGINE": "django.db.backends.sqlite3", "NAME": "var/db/files.sqlite3"},
+        "memory": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+        "pg": {"ENGINE": "django.db.backends.postgresql", "NAME": "app"},
+    }))
+    # a relative NAME is relative to WorkingDirectory
+    assert context.settings_writable_paths("/srv/p") == ["/srv/p/var/db"]
+
+
+def test_units_for_a_project_in_a_home_directory_can_read_it():
+    units, _ = wsdeploy("daphne", "--domain", "a.example.com", "--venv", "/home/app/venv",
+                        "--socket-dir", "/srv/sockets")
+    assert "ProtectHome=read-only" in units
+    assert "RuntimeDirectory=" not in units and "ReadWritePaths=/srv/sockets\n" in units
 
 
 def test_certbot_commands_and_hook():
@@ -118,11 +170,17 @@ def test_certbot_commands_and_hook():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["nginx", "--domain", "not a domain"], "invalid domain"),
-    (["nginx", "--domain", "a..example.com"], "invalid domain"),
+    (["nginx", "--domain", "not a domain"], "invalid --domain"),
+    (["nginx", "--domain", "a..example.com"], "invalid --domain"),
     (["certbot", "--domain", "*.example.com"], "wildcard"),
-    (["nginx", "--domain", "a.example.com", "--workers", "0"], "--workers 0"),
-    (["nginx", "--domain", "a.example.com", "--upstream", "nohost"], "invalid upstream"),
+    (["nginx", "--domain", "a.example.com", "--workers", "0"], "--workers '0'"),
+    (["nginx", "--domain", "a.example.com", "--workers", "many"], "--workers 'many'"),
+    (["nginx", "--domain", "a.example.com", "--upstream", "nohost"], "invalid --upstream"),
+    (["nginx", "--domain", "a.example.com", "--upstream", "unix:/" + "s" * 120],
+     "at most 107 bytes"),
+    (["nginx", "--domain", "a.example.com", "--tls-profile", "old"], "one of intermediate"),
+    (["nginx", "--domain", "a.example.com", "--nginx-version", "1.x"], "--nginx-version"),
+    (["nginx", "--domain", "a.example.com", "--name", "1site"], "starting with a letter"),
     (["nginx", "--domain", "a.example.com", "--ws-path", "ws"], "invalid --ws-path"),
     (["nginx", "--domain", "a.example.com", "--output", "/proc/forbidden/x.conf"], "cannot"),
     (["all", "--domain", "a.example.com"], "--output"),
@@ -132,11 +190,6 @@ def test_bad_input_is_one_line_exit_2(args, message):
         wsdeploy(*args)
     assert message in str(error.value) and error.value.returncode == 2
     assert "\n" not in str(error.value)
-
-
-def test_unknown_profile_is_a_usage_error():
-    with pytest.raises(CommandError, match="invalid choice"):
-        wsdeploy("nginx", "--domain", "a.example.com", "--tls-profile", "old")
 
 
 def test_all_writes_everything_or_nothing(tmp_path):
@@ -217,3 +270,290 @@ def test_check_reports_nginx_error_line(tmp_path):
     assert exit_info.value.code == 1
     assert ('nginx -t failed: [emerg] unknown directive "bogus_directive" in <check>/site.conf:1'
             in err.getvalue())
+
+
+# --- hostile values (issue 12.9) ----------------------------------------------------------
+#
+# Every value wsdeploy writes into a file either exits 2 with one line naming the option, or
+# the files parse exactly as with a harmless value: the same nginx directive tree (crossplane),
+# the same systemd keys, the same shell words (bash -n, and the value only inside quotes).
+
+# A harmless value per option, and the subcommand whose output has every file it reaches.
+BENIGN = {
+    "--domain": "b.example.com", "--workers": "3", "--upstream": "127.0.0.1:9000",
+    "--socket-dir": "/run/daphne2", "--ws-path": "/live/", "--tls-profile": "modern",
+    "--cert": "/etc/ssl/c.pem", "--key": "/etc/ssl/k.pem", "--hsts-seconds": "600",
+    "--static-root": "/srv/static", "--acme-webroot": "/var/www/acme", "--http-port": "8080",
+    "--https-port": "8443", "--log-dir": "/var/log/site", "--nginx-version": "1.26.0",
+    "--name": "site", "--ipv6-prefix": "56", "--project-dir": "/srv/p", "--venv": "/srv/v",
+    "--user": "deploy", "--group": "web", "--asgi": "site.asgi:application",
+    "--django-settings": "site.settings", "--writable-path": "/srv/uploads",
+    "--email": "ops@example.com", "--deploy-hook": "/etc/hooks/reload.sh",
+    "--nginx-conf": "/etc/nginx/other.conf", "--reload-command": "nginx -s reload",
+    "--server": "https://acme.example/dir", "--config-dir": "/etc/le",
+    "--work-dir": "/var/lib/le", "--logs-dir": "/var/log/le",
+}
+# The socket directory decides the unit's shape: under /run systemd creates it
+# (RuntimeDirectory=), elsewhere the unit lets the workers write it (ReadWritePaths=).
+BENIGN_OUTSIDE_RUN = {"--socket-dir": "/srv/sockets"}
+# Values that become numbers (or one of two profiles) and choose the files' shape.
+CHOSEN_SHAPE = {"--workers", "--http-port", "--https-port", "--hsts-seconds", "--ipv6-prefix",
+                "--nginx-version", "--tls-profile"}
+CERTBOT_ONLY = {"--server", "--config-dir", "--work-dir", "--logs-dir"}
+# Values that are shell code or URLs by nature: `;`, quotes and `$(...)` are allowed there, and
+# the scripts carry them inside single quotes. Control characters are refused everywhere.
+QUOTED = {"--reload-command", "--server"}
+CONTROL = ["\n", "\r", "\x00", "\t", "\x0b", "\x1b", "\u0085", "\u2028", "\u2029", "\u200e"]
+HOSTILE = [*CONTROL, " ", ";", "{", "}", "'", '"', "$(id)", "`id`", "${HOME}", "#", "%i", "\\",
+           "; id > /tmp/p", "\nExecStartPre=/bin/id", "; } server { listen 1; }", "*"]
+
+
+def render_all(directory, flag, value):
+    """``wsdeploy all`` (certbot for certbot-only flags) with one option set; the files."""
+    subcommand = "certbot" if flag in CERTBOT_ONLY else "all"
+    fixed = [] if flag == "--nginx-version" else ["--nginx-version", "1.22.1"]
+    call_command("wsdeploy", subcommand, "--domain", "a.example.com", *fixed, f"{flag}={value}",
+                 "--output", str(directory), stdout=io.StringIO(), stderr=io.StringIO())
+    return {p.name: p.read_text() for p in directory.rglob("*") if p.is_file()}
+
+
+def nginx_tree(text, tmp):
+    import crossplane
+
+    path = tmp / "parse.conf"
+    path.write_text(text)
+    payload = crossplane.parse(str(path), check_ctx=False, check_args=False, comments=False,
+                               single=True)
+    assert payload["status"] == "ok", payload["errors"]
+
+    def shape(directives, parent=""):
+        # inside a map the "directive" is the source value (a pattern built from --name)
+        return [("<key>" if parent == "map" else d["directive"], len(d["args"]),
+                 shape(d.get("block", []), d["directive"])) for d in directives]
+
+    return shape(payload["config"][0]["parsed"])
+
+
+def unit_keys(text):
+    keys, section = [], None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            assert line.endswith("]"), line
+            section = line
+            continue
+        assert "=" in line and not line.endswith("\\"), line
+        keys.append((section, line.split("=", 1)[0]))
+    return keys
+
+
+def shell_shape(text, value):
+    """The script as a sequence of tokens: "W" for a word, the operator itself otherwise;
+    the quoted value counts as one word (quoted, ";" is a word but looks like an operator)."""
+    import shlex
+
+    lexer = shlex.shlex(text.replace(shlex.quote(value), "VALUE"), posix=True,
+                        punctuation_chars=True)
+    lexer.whitespace_split = True
+    return [token if token and set(token) <= set("();<>|&") else "W" for token in lexer]
+
+
+def assert_parses_as_intended(files, baseline, flag, value, tmp):
+    import shlex
+
+    assert files.keys() == baseline.keys()
+    for name, text in files.items():
+        if name.endswith(".conf"):
+            assert nginx_tree(text, tmp) == nginx_tree(baseline[name], tmp), (flag, value)
+            assert text.count("$") == baseline[name].count("$"), (flag, value)
+        elif name.endswith((".service", ".target")):
+            assert unit_keys(text) == unit_keys(baseline[name]), (flag, value)
+            for special in "%$\\":  # specifiers, variable expansion, escapes
+                assert text.count(special) == baseline[name].count(special), (flag, value)
+        elif name.endswith(".sh"):
+            check = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True,
+                                   timeout=60)
+            assert check.returncode == 0, (flag, value, check.stderr)
+            assert shell_shape(text, value) == shell_shape(baseline[name], BENIGN[flag]), \
+                (flag, value)
+            if value != shlex.quote(value):  # shell-special: only ever inside its quotes
+                outside = text.replace(shlex.quote(value), "").count(value)
+                template = baseline[name].replace(shlex.quote(BENIGN[flag]), "").count(value)
+                assert outside == template, (flag, value)
+
+
+@pytest.fixture(scope="module")
+def baselines(tmp_path_factory, django_db_blocker):
+    with django_db_blocker.unblock():
+        return {flag: render_all(tmp_path_factory.mktemp("baseline"), flag.split()[0], value)
+                for flag, value in [*BENIGN.items(), *((f"{flag} outside /run", value) for
+                                                       flag, value in BENIGN_OUTSIDE_RUN.items())]}
+
+
+def hostile_outcome(flag, value, baselines, tmp):
+    """Exit 2 naming the option (True), or files that parse as intended (False)."""
+    out = tmp / "out"
+    try:
+        files = render_all(out, flag, value)
+    except CommandError as error:
+        assert error.returncode == 2, (flag, value, str(error))
+        assert flag in str(error) and "\n" not in str(error), (flag, value, str(error))
+        assert not out.exists()  # nothing written
+        return True
+    if flag in CHOSEN_SHAPE:  # a number or a profile: it may change the shape, not inject
+        assert re.fullmatch(r"[0-9.]+|intermediate|modern", value), (flag, value)
+        shutil.rmtree(out)
+        return False
+    key = flag
+    if flag in BENIGN_OUTSIDE_RUN and not value.rstrip("/").startswith("/run/"):
+        key = f"{flag} outside /run"
+    assert_parses_as_intended(files, baselines[key], flag, value, tmp)
+    shutil.rmtree(out)
+    return False
+
+
+def test_issue_examples_are_refused(tmp_path):
+    """The injections from issue 12.9, each of which used to reach a generated file."""
+    cases = [
+        ("certbot", "--acme-webroot", "/x; id > /tmp/p"),
+        ("certbot", "--nginx-conf", "/etc/nginx/nginx.conf; id"),
+        ("certbot", "--deploy-hook", "/etc/hook.sh\nid"),
+        ("daphne", "--name", "x\nExecStartPre=/bin/id"),
+        ("daphne", "--venv", "/srv/v --proxy-headers=no"),
+        ("nginx", "--upstream", "unix:/run/d.sock; } server { listen 1; }"),
+        ("nginx", "--log-dir", "/var/log/$host"),
+    ]
+    for subcommand, flag, value in cases:
+        with pytest.raises(CommandError) as error:
+            wsdeploy(subcommand, "--domain", "a.example.com", flag, value)
+        assert error.value.returncode == 2 and f"invalid {flag} " in str(error.value)
+        assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("flag", sorted(BENIGN))
+def test_every_option_refuses_hostile_values(flag, baselines, tmp_path):
+    for fragment in HOSTILE:
+        refused = hostile_outcome(flag, BENIGN[flag] + fragment, baselines, tmp_path)
+        assert refused or (flag in QUOTED and fragment not in CONTROL), (flag, fragment)
+
+
+def test_quoted_values_stay_one_shell_word(tmp_path):
+    hook_dir = tmp_path / "out"
+    files = render_all(hook_dir, "--reload-command",
+                       "nginx -s reload && touch '/tmp/x y' $(id) `id`")
+    assert "sh -c 'nginx -s reload && touch '\"'\"'/tmp/x y'\"'\"' $(id) `id`'\n" in \
+        files["deploy-hook.sh"]
+
+
+def test_idna_domains_become_their_ascii_form():
+    site, _ = wsdeploy("nginx", "--domain", "Bücher.example.", "--domain", "*.bücher.example")
+    assert "server_name xn--bcher-kva.example *.xn--bcher-kva.example;" in site
+    assert "/etc/letsencrypt/live/xn--bcher-kva.example/fullchain.pem" in site
+
+
+def test_wildcard_first_domain_uses_certbots_lineage_name(tmp_path):
+    site, _ = wsdeploy("nginx", "--domain", "*.example.com")
+    assert "/etc/letsencrypt/live/example.com/fullchain.pem" in site
+    wsdeploy("nginx", "--domain", "*.example.com", "--output", str(tmp_path))
+    assert (tmp_path / "example.com.conf").exists()
+
+
+@pytest.mark.parametrize(("setting", "value", "named"), [
+    ("ALLOWED_HOSTS", ["bad host;"], "ALLOWED_HOSTS"),
+    ("STATIC_ROOT", "/srv/static; }", "STATIC_ROOT"),
+    ("BASE_DIR", "/srv/my app", "BASE_DIR"),
+    ("MEDIA_ROOT", "/srv/media\nExecStartPre=/bin/id", "MEDIA_ROOT"),
+])
+def test_hostile_settings_are_named(settings, setting, value, named):
+    setattr(settings, setting, value)
+    args = ["daphne"] if setting != "ALLOWED_HOSTS" else ["nginx"]
+    with pytest.raises(CommandError) as error:
+        wsdeploy(*args, *([] if setting == "ALLOWED_HOSTS" else ["--domain", "a.example.com"]))
+    assert error.value.returncode == 2 and named in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def hostile_text():
+    from hypothesis import strategies as st
+
+    # hostile characters, anything, and odd-but-valid text (letters of any script, the
+    # punctuation paths may hold) that must render and stay data
+    return st.sampled_from(HOSTILE) | st.text(max_size=12) | st.text(
+        alphabet=st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Zs", "Po", "Ps", "Pe",
+                                           "Sm", "Sc"]), min_size=1, max_size=6) | st.text(
+        alphabet=st.characters(categories=["L", "N"]) | st.sampled_from("._-+,=@~/"),
+        min_size=1, max_size=8)
+
+
+@pytest.mark.django_db
+def test_hypothesis_hostile_values_exit_2_or_parse_as_intended(baselines, tmp_path_factory):
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    outcomes = {True: 0, False: 0}
+
+    @given(flag=st.sampled_from(sorted(BENIGN)), data=st.data())
+    def check(flag, data):
+        base = BENIGN[flag]
+        position = data.draw(st.integers(0, len(base)), label="position")
+        fragment = data.draw(hostile_text(), label="fragment")
+        value = data.draw(st.sampled_from([base[:position] + fragment + base[position:],
+                                           fragment, base + fragment]), label="value")
+        outcomes[hostile_outcome(flag, value, baselines, tmp_path_factory.mktemp("hostile"))] \
+            += 1
+
+    check()
+    assert outcomes[True] and outcomes[False]  # both paths were exercised
+
+
+# --- nginx logs and limits (issues 12.3 and 12.11) -----------------------------------------
+
+
+def test_limits_key_ipv6_by_prefix_from_settings(settings):
+    site, _ = wsdeploy("nginx", "--domain", "a.example.com")
+    assert '"~^(?s)(?<wsops_v6>.{8}).{8}$" 6$wsops_v6;' in site  # the default /64
+    assert "limit_conn_zone $wsops_client zone=wsops_conn:10m;" in site
+    assert "limit_req_zone $wsops_client zone=wsops_connect:10m" in site
+    assert "limit_conn_zone $binary_remote_addr" not in site
+    settings.WSOPS = {**settings.WSOPS, "IPV6_PREFIX": 44}
+    site, _ = wsdeploy("nginx", "--domain", "a.example.com")
+    assert '"~^(?s)(?<wsops_v6>.{5}).{11}$" 6$wsops_v6;' in site
+    assert "is /44, not a whole number of" in site and "rounded down to /40" in site
+    site, _ = wsdeploy("nginx", "--domain", "a.example.com", "--ipv6-prefix", "128",
+                       "--name", "chat-2")
+    assert '"~^(?s)(?<chat_2_v6>.{16}).{0}$" 6$chat_2_v6;' in site
+    assert "rounded down" not in site
+
+
+@pytest.mark.parametrize("prefix", ["1", "7", "64", "60", "128"])
+def test_every_ipv6_prefix_passes_nginx_t(prefix):
+    require_tool("nginx")
+    _, err = wsdeploy("nginx", "--domain", "a.example.com", "--ipv6-prefix", prefix, "--check")
+    assert "nginx -t: configuration OK" in err
+
+
+def audit_ids(path):
+    from wsops.audit import nginx as audit
+
+    return [m for m in audit.check(str(path), ["/ws/"]) if m.id == "wsops.W103"]
+
+
+def test_rejections_are_logged_below_the_error_log_level(tmp_path):
+    site, _ = wsdeploy("nginx", "--domain", "a.example.com")
+    assert site.count("limit_req_log_level info;") == 1 and "limit_req_status 429;" in site
+    assert site.count("limit_conn_log_level info;") == 1 and "limit_conn_status 429;" in site
+    path = tmp_path / "site.conf"
+    path.write_text(site)
+    assert audit_ids(path) == []
+    # the audit notices when rejections (with their query strings) reach the error log
+    path.write_text(site.replace("limit_req_log_level info;", ""))
+    [finding] = audit_ids(path)
+    assert "limit_req rejections" in finding.msg and "upstream errors" in finding.hint
+    main = tmp_path / "nginx.conf"
+    main.write_text(f"error_log /var/log/nginx/error.log info;\nevents {{}}\n"
+                    f"http {{ include {tmp_path}/site.conf; }}\n")
+    path.write_text(site)
+    assert {"limit_req", "limit_conn"} == {m.msg.split()[1] for m in audit_ids(main)}
+    main.write_text(main.read_text().replace(" info;", " notice;"))
+    assert audit_ids(main) == []

@@ -3,9 +3,9 @@
 # successful issuance or renewal. Reload nginx onto the new certificate, but only
 # if the configuration still passes `nginx -t`.
 set -eu
-{{ nginx_bin }} -t -q{% if nginx_conf %} -c {{ nginx_conf }}{% endif %}
-{% if reload_command %}{{ reload_command }}{% else %}if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx; then
+{{ nginx_bin|shquote }} -t -q{% if nginx_conf %} -c {{ nginx_conf|shquote }}{% endif %}
+{% if reload_command %}sh -c {{ reload_command|shquote }}{% else %}if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx; then
     systemctl reload nginx
 else
-    {{ nginx_bin }} -s reload{% if nginx_conf %} -c {{ nginx_conf }}{% endif %}
+    {{ nginx_bin|shquote }} -s reload{% if nginx_conf %} -c {{ nginx_conf|shquote }}{% endif %}
 fi{% endif %}

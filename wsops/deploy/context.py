@@ -6,17 +6,31 @@ TLS profiles follow Mozilla's Server Side TLS guidelines 6.0: "intermediate"
 nginx version: ``http2 on`` from 1.25.1 (``listen ... ssl http2`` before),
 ``ssl_session_tickets off`` only before 1.23.2 (later versions rotate ticket
 keys themselves).
+
+Every value, whether from an option, a setting or a default, passes a check
+from ``validate`` before a template sees it (a template writes it into an
+nginx, systemd or shell file).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from ..conf import get_settings
+from . import validate
+from .validate import DeployError
+
+__all__ = ["PROFILES", "DeployContext", "DeployError", "build"]
 
 INTERMEDIATE_CIPHERS = ":".join([
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
@@ -28,15 +42,14 @@ PROFILES = {
                      "curves": "X25519:prime256v1:secp384r1"},
     "modern": {"protocols": "TLSv1.3", "ciphers": "", "curves": "X25519:prime256v1:secp384r1"},
 }
-HOSTNAME_RE = re.compile(
-    r"(\*\.)?(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
-    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
 DAPHNE_PING_INTERVAL = 20
 DAPHNE_PING_TIMEOUT = 30
 
 
-class DeployError(ValueError):
-    """A bad option; the message says which and what is allowed."""
+# Flags whose dest differs from the flag's name.
+FLAGS = {"settings_module": "--django-settings", "acme_server": "--server"}
+MAX_WORKERS = 64
+MAX_HSTS_SECONDS = 1_000_000_000
 
 
 @dataclass
@@ -63,6 +76,7 @@ class DeployContext:
     max_connections_per_ip: int | None = 100
     connect_rate: tuple[int, str] | None = (1, "s")
     connect_burst: int = 60
+    ipv6_prefix: int = 64
     name: str = "wsops"
     # daphne / systemd
     project_dir: str = "/srv/app"
@@ -75,16 +89,41 @@ class DeployContext:
     # certbot
     email: str = ""
     deploy_hook: str = "/etc/letsencrypt/renewal-hooks/deploy/wsops-reload-nginx.sh"
+    nginx_conf: str = ""
+    reload_command: str = ""
+    acme_server: str = ""
+    config_dir: str = ""
+    work_dir: str = ""
+    logs_dir: str = ""
+
+    @property
+    def lineage(self) -> str:
+        """certbot's name for the certificate: the first domain without a wildcard's "*."."""
+        return self.domains[0].removeprefix("*.")
+
+    def protect_home(self) -> str:
+        """``yes`` hides /home, /root and /run/user from the workers; ``read-only`` when the
+        project, its virtualenv or a writable path lives there (else the unit cannot run)."""
+        paths = [self.project_dir, self.venv, self.socket_dir, *self.writable_paths]
+        homes = ("/home", "/root", "/run/user")
+        inside = any(p == home or p.startswith(home + "/") for p in paths for home in homes)
+        return "read-only" if inside else "yes"
 
     def template_values(self) -> dict[str, Any]:
         values = asdict(self)
         profile = PROFILES[self.profile]
         version = self.nginx_version
+        # nginx keys the limits on $binary_remote_addr bytes: an IPv6 prefix that is not a
+        # whole number of bytes is rounded down (a shorter prefix: limits at least as wide).
+        prefix_bytes = self.ipv6_prefix // 8
+        runtime = self.socket_dir.removeprefix("/run/") if self.socket_dir.startswith("/run/") \
+            else ""
+        zone = re.sub(r"\W", "_", self.name)
         values.update(
             tls=profile,
             http2_directive=version >= (1, 25, 1),
             session_tickets_off=version < (1, 23, 2),
-            primary_domain=self.domains[0],
+            primary_domain=self.lineage,
             server_names=" ".join(self.domains),
             redirect_port="" if self.https_port == 443 else f":{self.https_port}",
             hsts=f"max-age={self.hsts_seconds}; includeSubDomains"
@@ -92,14 +131,22 @@ class DeployContext:
             proxy_read_timeout=DAPHNE_PING_INTERVAL + DAPHNE_PING_TIMEOUT + 10,
             ping_interval=DAPHNE_PING_INTERVAL,
             ping_timeout=DAPHNE_PING_TIMEOUT,
-            upstream_name=re.sub(r"\W", "_", self.name) + "_daphne",
-            zone_prefix=re.sub(r"\W", "_", self.name),
+            upstream_name=zone + "_daphne",
+            zone_prefix=zone,
             limit_req_rate=(f"{self.connect_rate[0]}r/{self.connect_rate[1]}"
                             if self.connect_rate else ""),
             limit_req_burst=self.connect_burst,
+            ipv6_prefix_bytes=prefix_bytes,
+            ipv6_prefix_used=prefix_bytes * 8,
+            # 16 bytes (IPv6): capture the prefix; (?s) because address bytes may be "\n".
+            ipv6_key_pattern=(f"^(?s)(?<{zone}_v6>.{{{prefix_bytes}}})"
+                              f".{{{16 - prefix_bytes}}}$"),
             worker_numbers=list(range(1, self.workers + 1)),
-            daphne_bin=f"{self.venv}/bin/daphne",
+            daphne_bin=f"{self.venv.rstrip('/')}/bin/daphne",
             unit_prefix="daphne",
+            # systemd creates (and ProtectSystem=strict leaves writable) /run/<this>.
+            runtime_directory=runtime,
+            protect_home=self.protect_home(),
             nginx_version_text=".".join(map(str, version)),
         )
         return values
@@ -118,74 +165,121 @@ def default_domains() -> list[str]:
             and h not in ("localhost", "127.0.0.1", "[::1]")]
 
 
-def validate_domain(domain: str, *, webroot: bool) -> str:
-    domain = domain.strip().lower().rstrip(".")
-    if not HOSTNAME_RE.fullmatch(domain):
-        raise DeployError(f"invalid domain {domain!r}: expected a host name like app.example.com")
-    if webroot and domain.startswith("*."):
-        raise DeployError(f"{domain!r} is a wildcard: certbot's webroot (HTTP-01) method cannot "
-                          "validate wildcards; use a DNS-01 plugin, or list the host names")
-    return domain
+def default_venv() -> str:
+    """The running virtualenv (wsdeploy usually runs from the one the workers use); outside
+    one, the prefix whose bin/ holds daphne, else the documented /srv/app/.venv."""
+    if sys.prefix != sys.base_prefix:
+        return sys.prefix
+    daphne = shutil.which("daphne")
+    return str(Path(daphne).parent.parent) if daphne else "/srv/app/.venv"
 
 
 def unix_upstreams(workers: int, socket_dir: str) -> list[str]:
-    return [f"unix:{socket_dir}/daphne-{n}.sock" for n in range(1, workers + 1)]
+    return [f"unix:{socket_dir.rstrip('/')}/daphne-{n}.sock" for n in range(1, workers + 1)]
 
 
-def validate_upstream(value: str) -> str:
-    if value.startswith("unix:/"):
-        return value
-    match = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})", value)
-    if not match or not 0 < int(match.group(2)) < 65536:
-        raise DeployError(f"invalid upstream {value!r}: expected host:port or unix:/path.sock")
-    return value
+def _flag(key: str) -> str:
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
 
 
-def build(options: dict[str, Any], *, webroot: bool = True) -> DeployContext:
-    """Resolve every value: an option when given, else settings, else the default."""
+def _option(options: dict[str, Any], key: str, check: Callable[..., Any],
+            default: Any = None, source: str = "", **kwargs: Any) -> Any:
+    """The option ``key`` (or ``default``, from ``source``), passed through ``check``.
+
+    Errors name the flag, or ``source`` (a setting) when the value came from there.
+    """
+    value = options.get(key)
+    if value is None:
+        if default is None or default == "":
+            return default
+        return check(default, source or f"{_flag(key)} (default)", **kwargs)
+    return check(value, _flag(key), **kwargs)
+
+
+def _options(options: dict[str, Any], key: str, check: Callable[..., Any],
+             **kwargs: Any) -> list[Any]:
+    """A repeatable option: every value checked."""
+    return [check(value, _flag(key), **kwargs) for value in options.get(key) or []]
+
+
+def _static(options: dict[str, Any]) -> tuple[str, str]:
+    """(root, URL prefix) for nginx to serve, or ("", "") when STATIC_URL is not local."""
+    root = _option(options, "static_root", validate.absolute_path,
+                   getattr(settings, "STATIC_ROOT", None) or "", "STATIC_ROOT")
+    static_url = str(getattr(settings, "STATIC_URL", None) or "static/")
+    parts = urlsplit(static_url)
+    if not root or parts.scheme or parts.netloc:  # served from elsewhere (a CDN)
+        return "", ""
+    return root.rstrip("/") or "/", validate.url_path("/" + static_url.strip("/") + "/",
+                                                      "STATIC_URL")
+
+
+def settings_writable_paths(project_dir: str) -> list[str]:
+    """Folders the workers write under ProtectSystem=strict: each SQLite database's folder
+    (SQLite writes its journal next to the file) and MEDIA_ROOT (uploads)."""
+    found: list[str] = []
+    for alias, database in getattr(settings, "DATABASES", {}).items():
+        name = str(database.get("NAME") or "")
+        if "sqlite3" not in database.get("ENGINE", "") or not name or name == ":memory:" \
+                or name.startswith("file:"):
+            continue
+        path = Path(project_dir, name)  # a relative NAME is relative to WorkingDirectory
+        found.append(validate.absolute_path(str(path.parent),
+                                            f"DATABASES[{alias!r}]['NAME'] (its folder)"))
+    media = getattr(settings, "MEDIA_ROOT", None)
+    if media:
+        found.append(validate.absolute_path(str(Path(project_dir, media)), "MEDIA_ROOT"))
+    return found
+
+
+def build(options: dict[str, Any], *, webroot: bool = True, units: bool = True
+          ) -> DeployContext:
+    """Resolve and check every value: an option when given, else settings, else the default.
+
+    ``webroot``: certificates come from certbot's webroot method (no wildcards).
+    ``units``: systemd units are rendered, so settings only they use are read and checked.
+    """
     conf = get_settings()
-    workers = 2 if options.get("workers") is None else options["workers"]
-    if workers < 1 or workers > 64:
-        raise DeployError(f"--workers {workers}: expected a number of daphne workers from 1 to 64")
-    profile = options.get("tls_profile") or "intermediate"
-    if profile not in PROFILES:
-        raise DeployError(f"unknown --tls-profile {profile!r}: expected intermediate or modern")
-    domains = [validate_domain(d, webroot=webroot)
-               for d in (options.get("domain") or default_domains())]
+    workers = _option(options, "workers", validate.integer, 2, low=1, high=MAX_WORKERS)
+    profile = _option(options, "tls_profile", validate.choice, "intermediate",
+                      choices=sorted(PROFILES))
+    domains = _options(options, "domain", validate.domain, webroot=webroot) or [
+        validate.domain(d, "ALLOWED_HOSTS", webroot=webroot) for d in default_domains()]
     if not domains:
         raise DeployError("no domain: pass --domain app.example.com (ALLOWED_HOSTS has no "
                           "host name without wildcards)")
-    socket_dir = options.get("socket_dir") or "/run/daphne"
-    upstreams = [validate_upstream(u) for u in (options.get("upstream") or [])]
-    ws_paths = options.get("ws_path") or ["/ws/"]
-    for path in ws_paths:
-        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", path):
-            raise DeployError(f"invalid --ws-path {path!r}: expected a URL path like /ws/")
-    hsts = options.get("hsts_seconds")
-    hsts = 63072000 if hsts is None else hsts
-    if hsts < 0:
-        raise DeployError("--hsts-seconds must not be negative")
-    for port_option in ("http_port", "https_port"):
-        port = options.get(port_option)
-        if port is not None and not 0 < port < 65536:
-            raise DeployError(f"--{port_option.replace('_', '-')} {port}: expected 1-65535")
+    lineage = domains[0].removeprefix("*.")
+    socket_dir = _option(options, "socket_dir", validate.socket_dir, "/run/daphne")
+    upstreams = _options(options, "upstream", validate.upstream)
+    static_root, static_url = _static(options)
+    project_dir = _option(options, "project_dir", validate.absolute_path,
+                          str(getattr(settings, "BASE_DIR", "") or "/srv/app"), "BASE_DIR")
+    writable = _options(options, "writable_path", validate.absolute_path)
+    if units:
+        writable += [p for p in settings_writable_paths(project_dir) if p not in writable]
     connect = conf.rate("connect")
-    static_root = options.get("static_root") or str(getattr(settings, "STATIC_ROOT", "") or "")
-    context = DeployContext(
+    paths = {key: _option(options, key, validate.absolute_path, default) for key, default in [
+        ("cert", f"/etc/letsencrypt/live/{lineage}/fullchain.pem"),
+        ("key", f"/etc/letsencrypt/live/{lineage}/privkey.pem"),
+        ("acme_webroot", "/var/www/letsencrypt"),
+        ("log_dir", "/var/log/nginx"),
+        ("venv", default_venv()),
+        ("deploy_hook", DeployContext.deploy_hook),
+        ("nginx_conf", ""), ("config_dir", ""), ("work_dir", ""), ("logs_dir", ""),
+    ]}
+    return DeployContext(
         domains=domains,
         upstreams=upstreams or unix_upstreams(workers, socket_dir),
-        ws_paths=ws_paths,
+        ws_paths=_options(options, "ws_path", validate.url_path) or ["/ws/"],
         profile=profile,
-        cert=options.get("cert") or f"/etc/letsencrypt/live/{domains[0]}/fullchain.pem",
-        key=options.get("key") or f"/etc/letsencrypt/live/{domains[0]}/privkey.pem",
-        hsts_seconds=hsts,
+        hsts_seconds=_option(options, "hsts_seconds", validate.integer, 63072000, low=0,
+                             high=MAX_HSTS_SECONDS),
         hsts_preload=bool(options.get("hsts_preload")),
         static_root=static_root,
-        static_url="/" + str(getattr(settings, "STATIC_URL", "static/")).strip("/") + "/",
-        acme_webroot=options.get("acme_webroot") or "/var/www/letsencrypt",
-        http_port=options.get("http_port") or 80,
-        https_port=options.get("https_port") or 443,
-        log_dir=options.get("log_dir") or "/var/log/nginx",
+        static_url=static_url,
+        http_port=_option(options, "http_port", validate.port, 80),
+        https_port=_option(options, "https_port", validate.port, 443),
+        nginx_version=_option(options, "nginx_version", validate.version, (1, 22, 1)),
         ocsp_stapling=bool(options.get("ocsp")),
         workers=len(upstreams) if upstreams else workers,
         socket_dir=socket_dir,
@@ -195,19 +289,23 @@ def build(options: dict[str, Any], *, webroot: bool = True) -> DeployContext:
         if conf.MAX_CONNECTIONS_PER_IP else None,
         connect_rate=_nginx_rate(connect.count, connect.period) if connect else None,
         connect_burst=connect.count if connect else 0,
-        name=options.get("name") or "wsops",
-        project_dir=options.get("project_dir") or str(getattr(settings, "BASE_DIR", "/srv/app")),
-        venv=options.get("venv") or "/srv/app/.venv",
-        user=options.get("user") or "www-data",
-        group=options.get("group") or "www-data",
-        asgi_application=options.get("asgi") or _asgi_target(),
-        settings_module=options.get("settings_module") or _settings_module(),
-        writable_paths=[str(p) for p in options.get("writable_path") or []],
-        email=options.get("email") or "",
+        ipv6_prefix=_option(options, "ipv6_prefix", validate.integer, conf.IPV6_PREFIX,
+                            "WSOPS['IPV6_PREFIX']", low=1, high=128),
+        name=_option(options, "name", validate.name, "wsops"),
+        project_dir=project_dir,
+        user=_option(options, "user", validate.account, "www-data"),
+        group=_option(options, "group", validate.account, "www-data"),
+        asgi_application=_option(options, "asgi", validate.asgi_target, _asgi_target(),
+                                 "ASGI_APPLICATION"),
+        settings_module=_option(options, "settings_module", validate.python_module,
+                                os.environ.get("DJANGO_SETTINGS_MODULE", ""),
+                                "DJANGO_SETTINGS_MODULE"),
+        writable_paths=writable,
+        email=_option(options, "email", validate.email, ""),
+        reload_command=_option(options, "reload_command", validate.command_line, ""),
+        acme_server=_option(options, "acme_server", validate.url, ""),
+        **paths,
     )
-    if options.get("nginx_version"):
-        context.nginx_version = options["nginx_version"]
-    return context
 
 
 def _asgi_target() -> str:
@@ -215,9 +313,3 @@ def _asgi_target() -> str:
     dotted = getattr(settings, "ASGI_APPLICATION", "") or "project.asgi.application"
     module, _, attribute = dotted.rpartition(".")
     return f"{module}:{attribute}"
-
-
-def _settings_module() -> str:
-    import os
-
-    return os.environ.get("DJANGO_SETTINGS_MODULE", "")

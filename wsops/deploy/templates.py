@@ -34,7 +34,7 @@ def _project_dirs() -> list[str]:
 
 def engine(extra_dirs: list[str] | None = None) -> Engine:
     return Engine(dirs=[*(extra_dirs or []), *_project_dirs(), str(builtin_dir())],
-                  autoescape=False, debug=False)
+                  autoescape=False, debug=False, builtins=["wsops.deploy.filters"])
 
 
 def render(name: str, context: dict[str, Any], template_path: str | None = None) -> str:

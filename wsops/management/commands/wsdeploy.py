@@ -1,9 +1,13 @@
-"""``manage.py wsdeploy``: nginx, daphne (systemd) and certbot configs for production."""
+"""``manage.py wsdeploy``: nginx, daphne (systemd) and certbot configs for production.
+
+Every value is text here and checked in ``wsops.deploy.validate`` (through
+``context.build``), not by argparse types: a bad value is one line naming the
+option and exit status 2, whether it is a hostile path or a mistyped number.
+"""
 
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import shutil
 import subprocess
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from wsops.deploy import context as deploy_context
-from wsops.deploy import nginx, output, templates
+from wsops.deploy import nginx, output, templates, validate
 from wsops.deploy.context import DeployContext, DeployError
 from wsops.management.base import WsopsCommand
 
@@ -26,20 +30,13 @@ FILES = {
 }
 
 
-def _version(text: str) -> tuple[int, int, int]:
-    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a version like 1.22.1, got {text!r}")
-    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
-
-
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     site = common.add_argument_group("site")
     site.add_argument("--domain", action="append",
                       help="Host name (repeat for several). Default: ALLOWED_HOSTS without "
                            "wildcards.")
-    site.add_argument("--workers", type=int, help="Number of daphne workers (default 2).")
+    site.add_argument("--workers", help="Number of daphne workers (default 2).")
     site.add_argument("--upstream", action="append",
                       help="host:port or unix:/path.sock of a daphne worker (repeat); default: "
                            "unix sockets of --workers local workers.")
@@ -47,34 +44,39 @@ def _common_options() -> argparse.ArgumentParser:
                                            "(default /run/daphne).")
     site.add_argument("--ws-path", action="append",
                       help="URL prefix of the WebSocket routes (repeat; default /ws/).")
-    site.add_argument("--tls-profile", choices=sorted(deploy_context.PROFILES),
-                      help="Mozilla TLS profile (default intermediate).")
+    site.add_argument("--tls-profile", metavar="{" + ",".join(sorted(deploy_context.PROFILES))
+                      + "}", help="Mozilla TLS profile (default intermediate).")
     site.add_argument("--cert", help="Certificate chain (default: certbot's fullchain.pem "
                                      "for the first domain).")
     site.add_argument("--key", help="Private key (default: certbot's privkey.pem).")
-    site.add_argument("--hsts-seconds", type=int, help="HSTS max-age (default two years).")
+    site.add_argument("--hsts-seconds", help="HSTS max-age (default two years).")
     site.add_argument("--hsts-preload", action="store_true", help="Add HSTS preload.")
     site.add_argument("--static-root", help="Serve STATIC_URL from here (default STATIC_ROOT).")
     site.add_argument("--acme-webroot", help="ACME challenge webroot "
                                              "(default /var/www/letsencrypt).")
-    site.add_argument("--http-port", type=int, help="Plain HTTP port (default 80).")
-    site.add_argument("--https-port", type=int, help="TLS port (default 443).")
+    site.add_argument("--http-port", help="Plain HTTP port (default 80).")
+    site.add_argument("--https-port", help="TLS port (default 443).")
     site.add_argument("--log-dir", help="nginx log directory (default /var/log/nginx).")
     site.add_argument("--ocsp", action="store_true",
                       help="OCSP stapling (off by default: Let's Encrypt ended OCSP).")
-    site.add_argument("--nginx-version", type=_version,
+    site.add_argument("--nginx-version",
                       help="Target nginx version (default: the installed one, else 1.22.1).")
     site.add_argument("--name", help="Name used for nginx zones and logs (default wsops).")
+    site.add_argument("--ipv6-prefix",
+                      help="Key IPv6 clients of limit_conn/limit_req by this prefix length, "
+                           "rounded down to whole bytes (default WSOPS['IPV6_PREFIX'], 64).")
     units = common.add_argument_group("daphne / systemd")
     units.add_argument("--project-dir", help="WorkingDirectory (default BASE_DIR).")
-    units.add_argument("--venv", help="Virtualenv holding daphne (default /srv/app/.venv).")
+    units.add_argument("--venv", help="Virtualenv holding daphne (default: the running "
+                                      "virtualenv).")
     units.add_argument("--user", help="Unix user of the workers (default www-data).")
     units.add_argument("--group", help="Unix group, shared with nginx (default www-data).")
     units.add_argument("--asgi", help="module:attribute (default from ASGI_APPLICATION).")
     units.add_argument("--django-settings", dest="settings_module",
                        help="DJANGO_SETTINGS_MODULE of the workers (default: the current one).")
     units.add_argument("--writable-path", action="append",
-                       help="A path the workers may write (ReadWritePaths; repeat).")
+                       help="A path the workers may write (ReadWritePaths; repeat). SQLite "
+                            "databases' folders and MEDIA_ROOT are added from settings.")
     acme = common.add_argument_group("certbot")
     acme.add_argument("--email", help="ACME account email.")
     acme.add_argument("--deploy-hook", help="Where the deploy hook is installed.")
@@ -109,7 +111,8 @@ class Command(WsopsCommand):
                                  help="certbot commands and deploy hook.")
         certbot.add_argument("--run", action="store_true",
                              help="Run certbot now (needs the wsops[certbot] extra).")
-        certbot.add_argument("--server", help="ACME directory URL (default Let's Encrypt).")
+        certbot.add_argument("--server", dest="acme_server",
+                             help="ACME directory URL (default Let's Encrypt).")
         certbot.add_argument("--config-dir", help="certbot --config-dir (default its own).")
         certbot.add_argument("--work-dir", help="certbot --work-dir.")
         certbot.add_argument("--logs-dir", help="certbot --logs-dir.")
@@ -117,32 +120,31 @@ class Command(WsopsCommand):
                        help="Everything, into --output DIR, with a DEPLOY.md.")
 
     def handle(self, *args, subcommand: str, **options: Any):
-        if not options.get("nginx_version"):
+        if options.get("nginx_version") is None:
             options["nginx_version"] = nginx.installed_version() or (1, 22, 1)
         try:
-            context = deploy_context.build(options, webroot=subcommand in ("certbot", "all"))
+            for key in ("output", "template"):
+                if options.get(key) is not None:
+                    validate.local_path(options[key], f"--{key}")
+            context = deploy_context.build(options, webroot=subcommand in ("certbot", "all"),
+                                           units=subcommand in ("daphne", "all"))
         except DeployError as error:
             self.fail(str(error))
         getattr(self, "handle_" + subcommand)(context, options)
 
     # --- rendering ---------------------------------------------------------------------
 
-    def _values(self, context: DeployContext, options: dict[str, Any]) -> dict[str, Any]:
+    def _values(self, context: DeployContext) -> dict[str, Any]:
         values = context.template_values()
         values.update(
-            deploy_hook=options.get("deploy_hook") or context.deploy_hook,
             nginx_bin=nginx.find_nginx() or "/usr/sbin/nginx",
-            nginx_conf=options.get("nginx_conf") or "",
-            reload_command=options.get("reload_command") or "",
+            certbot_command=" ".join(shlex.quote(a) for a in self._certbot_args(context)),
         )
-        values["certbot_command"] = " ".join(shlex.quote(a) for a in
-                                             self._certbot_args(context, options, values))
         return values
 
     def _render(self, key: str, context: DeployContext, options: dict[str, Any]) -> str:
         try:
-            return templates.render(FILES[key], self._values(context, options),
-                                    options.get("template"))
+            return templates.render(FILES[key], self._values(context), options.get("template"))
         except OSError as error:
             self.fail(f"cannot read template: {error}")
 
@@ -179,7 +181,7 @@ class Command(WsopsCommand):
     # --- subcommands -------------------------------------------------------------------
 
     def handle_nginx(self, context: DeployContext, options: dict[str, Any]) -> None:
-        self._single("nginx", context, options, f"{context.domains[0]}.conf")
+        self._single("nginx", context, options, f"{context.lineage}.conf")
         if options.get("check"):
             result = nginx.check(context, lambda trial: self._render("nginx", trial, options))
             for note in result.notes:
@@ -200,24 +202,25 @@ class Command(WsopsCommand):
             self.stdout.write(f"# ==> daphne@.service <==\n{service}\n"
                               f"# ==> daphne.target <==\n{target}", ending="")
 
-    def _certbot_args(self, context: DeployContext, options: dict[str, Any],
-                      values: dict[str, Any]) -> list[str]:
+    @staticmethod
+    def _certbot_args(context: DeployContext) -> list[str]:
         args = ["certbot", "certonly", "--webroot", "-w", context.acme_webroot]
         for domain in context.domains:
             args += ["-d", domain]
-        args += ["--deploy-hook", values["deploy_hook"], "--non-interactive", "--agree-tos"]
+        args += ["--deploy-hook", context.deploy_hook, "--non-interactive", "--agree-tos"]
         args += ["--email", context.email] if context.email else \
             ["--register-unsafely-without-email"]
-        for option in ("server", "config_dir", "work_dir", "logs_dir"):
-            if options.get(option):
-                args += [f"--{option.replace('_', '-')}", options[option]]
+        for flag, value in (("--server", context.acme_server), ("--config-dir",
+                            context.config_dir), ("--work-dir", context.work_dir),
+                            ("--logs-dir", context.logs_dir)):
+            if value:
+                args += [flag, value]
         return args
 
     def handle_certbot(self, context: DeployContext, options: dict[str, Any]) -> None:
-        values = self._values(context, options)
         hook_text = self._render("hook", context, options)
         if options.get("run"):
-            return self._run_certbot(context, options, values, hook_text)
+            return self._run_certbot(context, options, hook_text)
         commands = self._render("certbot", context, options)
         if options.get("output"):
             directory = Path(options["output"])
@@ -226,22 +229,22 @@ class Command(WsopsCommand):
                        executable={directory / "commands.sh", directory / "deploy-hook.sh"})
         else:
             self.stdout.write(f"# ==> commands.sh <==\n{commands}\n"
-                              f"# ==> deploy-hook.sh (install at {values['deploy_hook']}) "
+                              f"# ==> deploy-hook.sh (install at {context.deploy_hook}) "
                               f"<==\n{hook_text}", ending="")
 
     def _run_certbot(self, context: DeployContext, options: dict[str, Any],
-                     values: dict[str, Any], hook_text: str) -> None:
+                     hook_text: str) -> None:
         binary = shutil.which("certbot") or (
             str(Path(sys.executable).parent / "certbot")
             if (Path(sys.executable).parent / "certbot").exists() else None)
         if binary is None:
             self.fail("certbot is not installed: pip install 'wsops[certbot]' "
                       "(or your distribution's certbot package)")
-        hook = Path(values["deploy_hook"])
+        hook = Path(context.deploy_hook)
         if not (hook.exists() and hook.read_text() == hook_text):
             self._emit({hook: hook_text}, {**options, "diff": False}, executable={hook})
         Path(context.acme_webroot).mkdir(parents=True, exist_ok=True)
-        command = [binary, *self._certbot_args(context, options, values)[1:]]
+        command = [binary, *self._certbot_args(context)[1:]]
         self.stderr.write("running: " + " ".join(shlex.quote(a) for a in command))
         result = subprocess.run(command, capture_output=True, text=True)
         self.stdout.write(result.stdout, ending="")
@@ -259,8 +262,8 @@ class Command(WsopsCommand):
         if directory.exists() and not directory.is_dir():
             self.fail(f"{directory} is not a directory")
         files = {
-            directory / "nginx" / f"{context.domains[0]}.conf": self._render("nginx", context,
-                                                                             options),
+            directory / "nginx" / f"{context.lineage}.conf": self._render("nginx", context,
+                                                                          options),
             directory / "systemd" / "daphne@.service": self._render("daphne", context, options),
             directory / "systemd" / "daphne.target": self._render("target", context, options),
             directory / "certbot" / "deploy-hook.sh": self._render("hook", context, options),
