@@ -61,32 +61,53 @@ def render_site(path: Path, *args: str) -> None:
 
 
 @pytest.fixture
-def stack(request, tmp_path, daphne_server):
-    """nginx on two high ports, TLS from a throwaway CA, two daphne workers on unix sockets."""
-    profile = getattr(request, "param", "intermediate")
-    leaf, key, ca = mint(["localhost", "127.0.0.1"])
-    certs = tmp_path / "certs"
-    certs.mkdir()
-    fullchain = write_pem(certs / "fullchain.pem", leaf, ca)
-    privkey = write_pem(certs / "privkey.pem", key)
-    ca_file = write_pem(certs / "ca.pem", ca)
-    sockets = [str(tmp_path / f"daphne-{n}.sock") for n in (1, 2)]
-    workers = [daphne_server(unix_socket=s, extra_args=["--proxy-headers"]) for s in sockets]
-    http_port, https_port = free_port(), free_port()
-    (tmp_path / "logs").mkdir()
-    site = tmp_path / "site.conf"
-    render_site(site, "--domain", "localhost", "--upstream", f"unix:{sockets[0]}",
-                "--upstream", f"unix:{sockets[1]}", "--http-port", str(http_port),
-                "--https-port", str(https_port), "--log-dir", str(tmp_path / "logs"),
-                "--cert", str(fullchain), "--key", str(privkey),
-                "--acme-webroot", str(tmp_path / "acme"), "--tls-profile", profile)
-    server = Nginx(tmp_path, site)
-    server.start(https_port)
-    context = ssl.create_default_context(cafile=str(ca_file))
-    yield type("Stack", (), {"http_port": http_port, "https_port": https_port, "ssl": context,
-                             "ca_file": ca_file, "logs": tmp_path / "logs", "workers": workers,
-                             "acme": tmp_path / "acme", "nginx": server})
-    server.stop()
+def serve_site(tmp_path, daphne_server, settings):
+    """Factory: the rendered site on two high ports, TLS from a throwaway CA, in front of two
+    daphne workers on unix sockets. ``wsops`` overrides settings the site is rendered from;
+    ``http_extra`` goes into the http block before the site (e.g. realip for a test)."""
+    started = []
+
+    def serve(*args: str, profile: str = "intermediate", wsops: dict | None = None,
+              http_extra: str = ""):
+        if wsops:
+            settings.WSOPS = {**settings.WSOPS, **wsops}
+        leaf, key, ca = mint(["localhost", "127.0.0.1"])
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        fullchain = write_pem(certs / "fullchain.pem", leaf, ca)
+        privkey = write_pem(certs / "privkey.pem", key)
+        ca_file = write_pem(certs / "ca.pem", ca)
+        sockets = [str(tmp_path / f"daphne-{n}.sock") for n in (1, 2)]
+        workers = [daphne_server(unix_socket=s, extra_args=["--proxy-headers"]) for s in sockets]
+        http_port, https_port = free_port(), free_port()
+        (tmp_path / "logs").mkdir()
+        site = tmp_path / "site.conf"
+        render_site(site, "--domain", "localhost", "--upstream", f"unix:{sockets[0]}",
+                    "--upstream", f"unix:{sockets[1]}", "--http-port", str(http_port),
+                    "--https-port", str(https_port), "--log-dir", str(tmp_path / "logs"),
+                    "--cert", str(fullchain), "--key", str(privkey),
+                    "--acme-webroot", str(tmp_path / "acme"), "--tls-profile", profile, *args)
+        if http_extra:
+            edge = tmp_path / "edge.conf"
+            edge.write_text(f"{http_extra}\ninclude {site};\n")
+            site = edge
+        server = Nginx(tmp_path, site)
+        server.start(https_port)
+        started.append(server)
+        context = ssl.create_default_context(cafile=str(ca_file))
+        return type("Stack", (), {"http_port": http_port, "https_port": https_port,
+                                  "ssl": context, "ca_file": ca_file, "logs": tmp_path / "logs",
+                                  "workers": workers, "acme": tmp_path / "acme",
+                                  "nginx": server, "prefix": tmp_path})
+
+    yield serve
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def stack(request, serve_site):
+    return serve_site(profile=getattr(request, "param", "intermediate"))
 
 
 async def test_wss_through_nginx_sees_the_real_client_address(stack, make_user):
@@ -130,6 +151,104 @@ async def test_websocket_access_log_has_no_query_string(stack, make_user):
     log = (stack.logs / "wsops-ws.log").read_text()
     assert "/ws/chat/lobby/" in log
     assert ticket not in log and "ticket=" not in log
+
+
+# --- edge limits: IPv6 prefixes, and no credentials in the logs they write ----------------
+
+# Test-only: nginx takes the client address from X-Forwarded-For when the peer is loopback,
+# so one test client can be many IPv6 clients. (The rendered site never trusts the header.)
+REAL_IP_FROM_LOOPBACK = "set_real_ip_from 127.0.0.1;\nreal_ip_header X-Forwarded-For;"
+ONE_PER_MINUTE = {"RATES": {"connect": "1/m"}}  # limit_req: rate=1r/m burst=1 nodelay
+
+
+def request_status(stack, path: str, *, client: str | None = None,
+                   source: str = "127.0.0.1") -> int:
+    """Status of a plain GET through nginx, from a loopback ``source`` or as ``client``."""
+    connection = http.client.HTTPSConnection("127.0.0.1", stack.https_port, timeout=10,
+                                             context=stack.ssl, source_address=(source, 0))
+    headers = {"Host": "localhost"}
+    if client:
+        headers["X-Forwarded-For"] = client
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def burst(stack, *clients: str) -> list[bool]:
+    """For each client in turn, one request: was it refused by nginx's limits (429)?"""
+    return [request_status(stack, "/ws/chat/lobby/", client=c) == 429 for c in clients]
+
+
+@pytest.mark.parametrize(("prefix", "together", "apart"), [
+    # three addresses of one /64 share one budget; the next /64 has its own
+    ("64", ["2001:db8:1:1::1", "2001:db8:1:1:ffff::2", "2001:db8:1:1:abcd:ef01:2345:6789"],
+     "2001:db8:1:2::1"),
+    # /60 is not whole bytes: rounded down to /56, so these two /64s are one client
+    ("60", ["2001:db8:0:1::1", "2001:db8:0:f1::2", "2001:db8:0:ff:1::3"], "2001:db8:0:100::1"),
+])
+async def test_limits_key_ipv6_clients_by_prefix(serve_site, prefix, together, apart):
+    stack = serve_site("--ipv6-prefix", prefix, wsops=ONE_PER_MINUTE,
+                       http_extra=REAL_IP_FROM_LOOPBACK)
+    # rate 1r/m with burst 1: two requests pass, the third from the same prefix is refused
+    assert burst(stack, *together) == [False, False, True]
+    assert burst(stack, apart) == [False]
+    # IPv4 clients are keyed by their whole address, as before
+    assert burst(stack, "198.51.100.7", "198.51.100.7", "198.51.100.7", "198.51.100.8") == \
+        [False, False, True, False]
+
+
+async def test_limits_with_a_128_prefix_key_each_address(serve_site):
+    stack = serve_site("--ipv6-prefix", "128", wsops=ONE_PER_MINUTE,
+                       http_extra=REAL_IP_FROM_LOOPBACK)
+    assert burst(stack, "2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:1::3") == \
+        [False, False, False]
+    assert burst(stack, "2001:db8:1:1::1", "2001:db8:1:1::1") == [False, True]
+
+
+def wait_for(predicate, timeout: float = 30, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(0.1)
+
+
+def nginx_logs(stack) -> dict[str, str]:
+    """Every file the nginx configuration writes: its error log and the site's access logs."""
+    return {str(p.relative_to(stack.prefix)): p.read_text(errors="replace")
+            for p in [stack.prefix / "error.log", *stack.logs.iterdir()] if p.is_file()}
+
+
+async def test_rejected_ticket_requests_leave_no_ticket_in_any_log(serve_site, make_user):
+    """Issue 12.11: nginx logs a rejected request's whole request line at the limits' log
+    level; the rendered site keeps that below the error log's level."""
+    stack = serve_site(wsops={**ONE_PER_MINUTE, "MAX_CONNECTIONS_PER_IP": 1})
+    user = await database_sync_to_async(make_user)("alice")
+    secret = (await database_sync_to_async(tokens.issue)(user))[1]
+    ticket = (await database_sync_to_async(tickets.issue)(user))[0]
+    path = f"/ws/chat/lobby/?ticket={ticket}"
+    url = f"wss://localhost:{stack.https_port}"
+    # limit_conn: 127.0.0.3 holds its one connection, its next handshake is refused
+    held = await LiveSocket.open(url + "/ws/chat/lobby/", token=secret, ssl=stack.ssl,
+                                 local_addr=("127.0.0.3", 0), host="127.0.0.1")
+    assert held.accepted
+    refused = await LiveSocket.open(url + path, ssl=stack.ssl, local_addr=("127.0.0.3", 0),
+                                    host="127.0.0.1")
+    assert refused.status == 429
+    await held.close()
+    # limit_req: the third request from 127.0.0.4 within the minute is refused
+    statuses = [request_status(stack, path, source="127.0.0.4") for _ in range(3)]
+    assert statuses[2] == 429 and 429 not in statuses[:2]
+    ws_log = stack.logs / "wsops-ws.log"
+    wait_for(lambda: ws_log.read_text().count('" 429 ') == 2, message="two 429s logged")
+    logs = nginx_logs(stack)
+    assert {"error.log", "logs/wsops-ws.log"} <= logs.keys()
+    for name, text in logs.items():
+        assert ticket not in text and "ticket=" not in text, (name, text[-2000:])
 
 
 def https_headers(stack) -> http.client.HTTPResponse:

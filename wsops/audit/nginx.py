@@ -22,6 +22,11 @@ NGINX_DEFAULT_PROTOCOLS = "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3"  # before nginx 1.23.4
 WEAK_CIPHER_PARTS = ("RC4", "DES", "MD5", "NULL", "EXPORT", "EXP-", "ANULL", "ENULL", "ADH",
                      "AECDH", "PSK", "SEED", "IDEA")
 QUERY_VARIABLES = re.compile(r"\$(request|request_uri|args|query_string|arg_\w+)\b")
+# error_log severities, most verbose first; a message is written at its level and above.
+LOG_LEVELS = ["debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"]
+UPSTREAM_NOTE = ("nginx also logs upstream errors (a worker down, a timeout) at level error "
+                 "with the request line, query string included: no setting leaves it out, so "
+                 "keep the error log private (tickets are single-use and expire in seconds).")
 PING_INTERVAL = 20  # daphne's default keepalive ping, seconds
 
 
@@ -84,6 +89,7 @@ def parse(path: str) -> Block:
 class Server:
     block: Block
     http: Block
+    root: Block | None = None  # the main context (error_log is inherited from it)
 
     @property
     def tls(self) -> bool:
@@ -126,7 +132,7 @@ def servers(root: Block) -> list[Server]:
     http_blocks = root.all("http") or [root]  # a site file is the inside of http {}
     for http in http_blocks:
         for server in http.all("server"):
-            result.append(Server(server, http))
+            result.append(Server(server, http, root if http is not root else None))
     return result
 
 
@@ -200,8 +206,9 @@ def check_websocket_location(server: Server, prefix: str,
             messages.append(Warning(
                 f"{where}: the access log of WebSocket location {prefix!r} uses format "
                 f"{format_name!r}, which records query strings (tickets end up in logs).",
-                hint="Log $uri instead of $request (wsdeploy's wsops_ws format does).",
-                id="wsops.W103"))
+                hint="Log $uri instead of $request (wsdeploy's wsops_ws format does). "
+                     + UPSTREAM_NOTE, id="wsops.W103"))
+    messages.extend(check_rejection_logging(server, prefix, location))
     timeout = server.setting("proxy_read_timeout", location)
     if timeout is not None and _seconds(timeout.args[0]) <= PING_INTERVAL:
         messages.append(Warning(
@@ -209,6 +216,42 @@ def check_websocket_location(server: Server, prefix: str,
             f"daphne's {PING_INTERVAL}s ping interval: idle sockets are cut.",
             hint="proxy_read_timeout 60s; (above daphne's ping interval + timeout)",
             id="wsops.W104"))
+    return messages
+
+
+def _error_log_level(server: Server, location: Block) -> int:
+    """The most verbose level any effective error_log writes (nginx's default: error)."""
+    for scope in (location, server.block, server.http, server.root):
+        logs = scope.all("error_log") if scope is not None else []
+        if logs:
+            written = [d for d in logs if d.args and d.args[0] != "/dev/null"]
+            if not written:
+                return len(LOG_LEVELS)  # discarded
+            return min(LOG_LEVELS.index(d.args[1]) if len(d.args) > 1 and d.args[1] in
+                       LOG_LEVELS else LOG_LEVELS.index("error") for d in written)
+    return LOG_LEVELS.index("error")
+
+
+def check_rejection_logging(server: Server, prefix: str, location: Block
+                            ) -> list[CheckMessage]:
+    """limit_req/limit_conn rejections go to the error log with the whole request line
+    (query string, so a ?ticket=, included) unless logged below the error_log level."""
+    messages: list[CheckMessage] = []
+    threshold = _error_log_level(server, location)
+    for limit in ("limit_req", "limit_conn"):
+        if not server.inherited_all(limit, location):
+            continue
+        level_directive = server.setting(f"{limit}_log_level", location)
+        level = level_directive.args[0] if level_directive and level_directive.args \
+            else "error"
+        if level in LOG_LEVELS and LOG_LEVELS.index(level) >= threshold:
+            messages.append(Warning(
+                f"{(level_directive or location).where}: {limit} rejections in WebSocket "
+                f"location {prefix!r} are written to the error log (level {level}) with the "
+                "request line, query string and tickets included.",
+                hint=f"{limit}_log_level info; (below the error_log level) and "
+                     f"{limit}_status 429; so rejections are counted in the query-free "
+                     "access log instead. " + UPSTREAM_NOTE, id="wsops.W103"))
     return messages
 
 
