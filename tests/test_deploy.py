@@ -431,6 +431,29 @@ def test_issue_examples_are_refused(tmp_path):
         assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(("args", "option"), [
+    (["daphne", "--name", "x\nExecStartPre=/bin/id"], "--name"),
+    (["certbot", "--acme-webroot", "/x; id > /tmp/p"], "--acme-webroot"),
+    (["nginx", "--workers", "$(id)"], "--workers"),
+])
+def test_hostile_value_from_the_command_line_is_one_line_exit_2(args, option, tmp_path):
+    """From a shell: status 2, one line on stderr naming the option, no traceback."""
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")])}
+    result = subprocess.run([sys.executable, "manage.py", "wsdeploy", *args, "--domain",
+                             "a.example.com", "--output", str(tmp_path / "out")],
+                            cwd=ROOT / "example", env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and option in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("flag", sorted(BENIGN))
 def test_every_option_refuses_hostile_values(flag, baselines, tmp_path):
     for fragment in HOSTILE:
