@@ -456,3 +456,17 @@ async def test_cap_refusal_events_name_the_user_and_token(app, alice, redis, set
     cap = [e for e in events if e["kind"] == "connection_cap"]
     assert len(cap) == 1
     assert str(cap[0]["user_id"]) == str(alice.pk) and cap[0]["token_prefix"] == secret[:12]
+
+
+# --- concurrent ticket redemption --------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_fifty_concurrent_redemptions_of_one_ticket_admit_one(alice, settings,
+                                                                   private_redis, shared):
+    if shared:
+        configure_redis(settings, private_redis)
+    for _ in range(3):
+        ticket, _ = await db(tickets.issue, alice)
+        results = await asyncio.gather(*(tickets.consume(ticket) for _ in range(50)))
+        assert sum(record is not None for record in results) == 1

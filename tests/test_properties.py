@@ -163,3 +163,66 @@ def test_frame_handler_never_raises(harness, frame):
         else:
             assert message["type"] == "websocket.close"
             assert message["code"] in (1003, 1009, 4400, 4429)
+
+
+# --- the security review's kinds of attack (issue #12) --------------------------------
+
+LOOK_ALIKE_PIECES = [".", "-", "\t", "\n", " ", "@", "%2e", "\u0430", "\u200b", "\x00", ":",
+                     "/", "\\", "evil", "0", "\u3002", "\uff0e", "xn--", "#", "?", "*"]
+
+
+@at_least(3000)
+@given(position=st.integers(min_value=0, max_value=30),
+       piece=st.sampled_from(LOOK_ALIKE_PIECES) | st.text(max_size=3),
+       case=st.booleans())
+def test_look_alike_origins_are_refused(position, piece, case):
+    import re
+
+    from wsops.origins import build_policy
+
+    genuine = "https://app.example.com"
+    candidate = genuine[:position] + piece + genuine[position:]
+    if case:
+        candidate = candidate.upper()
+    if build_policy([genuine]).allows(candidate):
+        assert re.fullmatch(r"https://app\.example\.com\.?(:443)?", candidate, re.IGNORECASE)
+
+
+@at_least(3000)
+@given(address=st.ip_addresses(v=4), port=st.integers(min_value=0, max_value=65535))
+def test_every_notation_of_an_ipv4_client_is_one_address(address, port):
+    for notation in (str(address), f"{address}:{port}", f"::ffff:{address}",
+                     f"[::ffff:{address}]:{port}", f"::FFFF:{address}",
+                     str(ipaddress.IPv6Address(f"::ffff:{address}").exploded)):
+        assert parse_address(notation) == address, notation
+
+
+@at_least(2000)
+@given(network=st.integers(min_value=0, max_value=2**64 - 1),
+       hosts=st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=2, max_size=5))
+def test_one_ipv6_64_is_one_key(network, hosts):
+    from wsops.clientip import address_key
+
+    keys = {address_key(ipaddress.IPv6Address((network << 64) | host)) for host in hosts}
+    assert len(keys) == 1 and next(iter(keys)).endswith("/64")
+
+
+@at_least(3000)
+@given(st.text(max_size=100))
+def test_address_parsing_is_total_and_canonical(text):
+    parsed = parse_address(text)
+    if parsed is not None:
+        assert parse_address(str(parsed)) == parsed
+        assert parsed.version == 4 or parsed.ipv4_mapped is None
+
+
+@at_least(3000)
+@given(st.text(max_size=200))
+def test_a_logged_value_is_one_line_of_printable_text(text):
+    import unicodedata
+
+    from wsops.signals import escape
+
+    logged = escape(text)
+    assert len(logged.splitlines()) <= 1
+    assert not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in logged)
