@@ -8,6 +8,8 @@ rotating through one IPv6 /64 behind a trusted proxy really gets.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
@@ -91,3 +93,27 @@ async def test_a_percent_encoded_newline_cannot_forge_a_log_line(daphne_server):
     assert not any(line.startswith(forged) for line in lines)
     refused = [line for line in lines if "wsops origin refused" in line]
     assert len(refused) == 1 and "\\n2026-11-23" in refused[0]
+
+
+async def test_explained_refusals_reach_the_client_through_daphne(daphne_server):
+    """The reason is in the 403 status line before accept, and in the close frame after."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    before = daphne_server(wsops={"EXPLAIN_REFUSALS": True})
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(before.url(), origin="https://evil.example", open_timeout=10, proxy=None)
+    assert refused.value.response.status_code == 403
+    assert refused.value.response.reason_phrase == "origin_not_allowed"
+
+    after = daphne_server(wsops={"EXPLAIN_REFUSALS": True, "REJECT_WITH": "close_code"})
+    async with connect(after.url(), origin="https://evil.example", open_timeout=10,
+                       proxy=None) as socket:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), timeout=10)
+    assert closed.value.rcvd.code == 4403 and closed.value.rcvd.reason == "origin_not_allowed"
+
+    quiet = daphne_server(wsops={"EXPLAIN_REFUSALS": False})
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(quiet.url(), origin="https://evil.example", open_timeout=10, proxy=None)
+    assert refused.value.response.reason_phrase == "Access denied"  # daphne's own
