@@ -7,7 +7,14 @@
 - ``daphne_server``: a factory that starts real daphne processes for the
   example project (``tests.settings``) and stops them; their logs are printed
   when a test fails.
-- Under ``CI=true`` a missing tool fails the run instead of skipping.
+- Under ``CI=true`` a missing tool fails the run instead of skipping, except the
+  tools named in ``WSOPS_TEST_HIDE_TOOLS`` (``.ci/run``'s second pass hides them to
+  prove that a machine without them skips their tests).
+- Fresh clock: ``time.monotonic()`` reads about 1 s at the start of the run, in this
+  process and in every daphne the fixture starts (``tests/fresh_clock.py``), as on
+  a host booted a second ago (``WSOPS_TEST_CLOCK_AT=real`` keeps the host's clock,
+  ``=100000`` plays a host up for a day). The ``fresh_clock`` fixture shifts it to
+  read 1 s again for one test.
 """
 
 from __future__ import annotations
@@ -26,8 +33,13 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from tests import fresh_clock as _fresh_clock
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
+HIDDEN_TOOLS = frozenset(os.environ.get("WSOPS_TEST_HIDE_TOOLS", "").replace(",", " ").split())
+
+_fresh_clock.install()  # before any test code reads the clock, so durations stay right
 
 # Hypothesis budgets: "ci" by default; `--hypothesis-profile=deep` for long local runs.
 hypothesis_settings.register_profile("ci", max_examples=300, deadline=None, derandomize=IN_CI,
@@ -39,7 +51,12 @@ hypothesis_settings.load_profile("ci")
 
 def require_tool(name: str, *, also_in: tuple[str, ...] = (), how: str = ".ci/run shows how"
                  ) -> str:
-    """The path of a required executable; fail under CI, skip locally, when missing."""
+    """The path of a required executable; fail under CI, skip locally, when missing.
+
+    A tool named in ``WSOPS_TEST_HIDE_TOOLS`` counts as missing and skips, even under CI.
+    """
+    if name in HIDDEN_TOOLS:
+        pytest.skip(f"{name} is missing: hidden by WSOPS_TEST_HIDE_TOOLS")  # CI's 2nd pass
     search = os.pathsep.join([*also_in, os.environ.get("PATH", ""),
                               str(Path(sys.executable).parent), "/usr/sbin", "/usr/local/sbin"])
     path = shutil.which(name, path=search)
@@ -202,36 +219,55 @@ def database_name() -> str:
 
 
 @pytest.fixture
+def fresh_clock(monkeypatch) -> float:
+    """``time.monotonic()`` reads 1.0 now, as on a host booted a second ago (this test).
+
+    Returns the shift. A constant shift keeps asyncio's timers and every duration right.
+    """
+    monotonic, monotonic_ns, offset = _fresh_clock.shifted()
+    monkeypatch.setattr(time, "monotonic", monotonic)
+    monkeypatch.setattr(time, "monotonic_ns", monotonic_ns)
+    return offset
+
+
+@pytest.fixture
 def daphne_server(request, tmp_path):
-    """Start real daphne workers: ``daphne_server(redis=server, wsops={...})``."""
+    """Start real daphne workers: ``daphne_server(redis=server, wsops={...})``.
+
+    Each runs daphne's command line through ``tests/fresh_clock.py``: its monotonic
+    clock starts near zero, as on a freshly booted host. ``project=`` serves another
+    Django project (its directory; the settings module must then be given too).
+    """
     started: list[DaphneProcess] = []
 
     def start(*, redis: RedisServer | None = None, wsops: dict | None = None,
               settings_module: str = "tests.settings", application: str =
               "chatproject.asgi:application", extra_args: list[str] | None = None,
               env: dict | None = None, unix_socket: str | None = None,
-              port: int | None = None) -> DaphneProcess:
+              port: int | None = None, project: Path | None = None) -> DaphneProcess:
         import json
 
-        daphne = require_tool("daphne")
         port = port or free_port()
         log = tmp_path / f"daphne-{port}.log"
         environment = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": settings_module,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")]),
-            "WSOPS_TEST_DB_NAME": database_name(),
-            "WSOPS_TEST_WSOPS": json.dumps(wsops or {}),
-            **(env or {}),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(project or ROOT / "example")]),
         }
+        if project is None:  # the example project on the test database
+            environment.update(WSOPS_TEST_DB_NAME=database_name(),
+                               WSOPS_TEST_WSOPS=json.dumps(wsops or {}))
+        environment.update(env or {})
         if redis is not None:
             environment["WSOPS_TEST_REDIS_URL"] = redis.url
             environment["WSOPS_TEST_KEY_PREFIX"] = redis.prefix
         bind = ["-u", unix_socket] if unix_socket else ["-b", "127.0.0.1", "-p", str(port)]
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [daphne, *bind, *(extra_args or []), application],
-                cwd=ROOT / "example", env=environment, stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "tests.fresh_clock", *bind, *(extra_args or []),
+                 application],
+                cwd=project or ROOT / "example", env=environment, stdout=out,
+                stderr=subprocess.STDOUT,
             )
         server = DaphneProcess(process, port, log)
         started.append(server)
