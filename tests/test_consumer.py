@@ -447,7 +447,7 @@ async def test_oversize_frame_on_real_daphne_leaves_other_sockets_served(daphne_
     good = await LiveSocket.open(server.url(), token=await token_for("good"))
     bad = await LiveSocket.open(server.url(), token=await token_for("bad"))
     await bad.send("x" * 5000)
-    assert await bad.close_code() == 1009
+    assert await bad.receive_close() == 1009
     await good.send_json({"action": "echo", "text": "still here"})
     assert (await good.recv_json())["text"] == "still here"
     await good.close()

@@ -213,7 +213,7 @@ async def test_wsratelimit_block_holds_for_first_frame_logins_on_daphne(daphne_s
     socket = await LiveSocket.open(server.url(), origin=ORIGIN)
     assert socket.accepted
     await socket.send_json({"action": "authenticate", "token": secret})
-    assert await socket.close_code() == 4403
+    assert await socket.receive_close() == 4403
     assert socket.connection.close_reason == "spam"  # EXPLAIN_REFUSALS: the reason reaches us
     assert "banned refused: spam" in server.output()
 
