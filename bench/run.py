@@ -227,7 +227,7 @@ def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
         client.script_load(ADMIT.source)
         started = time.perf_counter()
         for _ in range(decisions):
-            client.evalsha(ADMIT.sha, 1, key, 0, 1, 0, 0, 10**9, 60000)
+            client.evalsha(ADMIT.sha, 1, key, 0, 1, 0, 0, "", 10**9, 60000)
         return time.perf_counter() - started
 
     def sync_pings() -> float:

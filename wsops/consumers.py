@@ -506,20 +506,9 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             throttle.tat = new_tat
 
     async def _check_permission(self, permission: BasePermission) -> None:
-        allowed = None
-        key = id(permission)
         if self._permission_cache is None:
             self._permission_cache = {}
-        if permission.cacheable:
-            cached = self._permission_cache.get(key)
-            if cached is not None and cached[0] > time.monotonic():
-                allowed = cached[1]
-        if allowed is None:
-            allowed = await permission.has_permission(self.scope)
-            if permission.cacheable:
-                ttl = get_settings().PERMISSION_CACHE_SECONDS
-                self._permission_cache[key] = (time.monotonic() + ttl, allowed)
-        if not allowed:
+        if not await permission.allows(self.scope, self._permission_cache):
             raise ActionRefused(codes.FORBIDDEN_ACTION, signals.PERMISSION, "permission_denied",
                                 "You do not have permission for this action.")
 

@@ -426,6 +426,9 @@ async def admit_identity(scope: Scope) -> Refusal | None:
     connect rate and the per-user cap. The cap slots it takes join the socket's
     registry entry, so they are refreshed while it lives and released when it closes.
     Returns None when admitted, else the refusal to report and close with.
+
+    Outside ``SecureWebsocketStack`` (no registry entry), the slots it takes are
+    never released: they stop counting after ``CONNECTION_TTL``.
     """
     bans, limits, caps = identity_limits(scope)
     if not (bans or limits or caps):

@@ -21,6 +21,7 @@ scopes and deactivations are also re-read for all live sockets every
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -39,6 +40,21 @@ class BasePermission:
 
     async def has_permission(self, scope: Scope) -> bool:
         raise NotImplementedError
+
+    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
+        """``has_permission``, with a cacheable answer kept in ``cache`` (the connection's)
+        for ``PERMISSION_CACHE_SECONDS``. Composites pass the cache down to their parts, so
+        only the parts that asked the database are cached: ``HasPerm(...) & HasScope(...)``
+        still sees a token scope removed a second ago."""
+        if cache is None or not self.cacheable:
+            return await self.has_permission(scope)
+        now = time.monotonic()
+        hit = cache.get(id(self))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        answer = await self.has_permission(scope)
+        cache[id(self)] = (now + get_settings().PERMISSION_CACHE_SECONDS, answer)
+        return answer
 
     def __and__(self, other: BasePermission) -> BasePermission:
         return AllOf(self, other)
@@ -59,8 +75,11 @@ class AllOf(BasePermission):
         self.cacheable = any(p.cacheable for p in parts)
 
     async def has_permission(self, scope: Scope) -> bool:
+        return await self.allows(scope, None)
+
+    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
         for part in self.parts:
-            if not await part.has_permission(scope):
+            if not await part.allows(scope, cache):
                 return False
         return True
 
@@ -69,9 +88,9 @@ class AllOf(BasePermission):
 
 
 class AnyOf(AllOf):
-    async def has_permission(self, scope: Scope) -> bool:
+    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
         for part in self.parts:
-            if await part.has_permission(scope):
+            if await part.allows(scope, cache):
                 return True
         return False
 
@@ -85,7 +104,10 @@ class Not(BasePermission):
         self.cacheable = inner.cacheable
 
     async def has_permission(self, scope: Scope) -> bool:
-        return not await self.inner.has_permission(scope)
+        return await self.allows(scope, None)
+
+    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
+        return not await self.inner.allows(scope, cache)
 
     def __repr__(self) -> str:
         return f"~{self.inner!r}"
