@@ -117,3 +117,20 @@ async def test_explained_refusals_reach_the_client_through_daphne(daphne_server)
     with pytest.raises(InvalidStatus) as refused:
         await connect(quiet.url(), origin="https://evil.example", open_timeout=10, proxy=None)
     assert refused.value.response.reason_phrase == "Access denied"  # daphne's own
+
+
+async def test_a_non_ascii_subprotocol_header_is_refused_with_one_event(daphne_server):
+    """daphne itself decodes the header as ASCII: without wsops it answers 500."""
+    server = daphne_server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /ws/chat/lobby/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n"
+                 b"Sec-WebSocket-Protocol: wsops, wst_\xc3\xa9\r\n\r\n")
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), timeout=10)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 400")
+    output = server.output()
+    assert "Traceback" not in output
+    assert output.count("wsops invalid_input refused: non_ascii_handshake") == 1

@@ -470,3 +470,73 @@ async def test_fifty_concurrent_redemptions_of_one_ticket_admit_one(alice, setti
         ticket, _ = await db(tickets.issue, alice)
         results = await asyncio.gather(*(tickets.consume(ticket) for _ in range(50)))
         assert sum(record is not None for record in results) == 1
+
+
+# --- found by the second review: replays, transactions, unmarked subprotocols ------------
+
+
+async def test_a_genuine_record_stored_again_after_its_time_is_refused(app, alice, redis,
+                                                                       events, monkeypatch):
+    """A Redis writer replaying a revoked token's old cache entry, or a used ticket."""
+    from wsops import sealing
+
+    token, secret = await issue(alice)
+    assert (await SecureCommunicator(app, PATH, token=secret).outcome()).accepted
+    client = redis.client()
+    old_entry = client.get(tokens.cache_key_for(secret))
+    ticket, _ = await db(tickets.issue, alice)
+    old_ticket = client.get(tickets._key(ticket))
+    assert await tickets.consume(ticket) is not None
+    await db(tokens.revoke, [token])
+
+    later = time.time() + 3600  # past TOKEN_CACHE_SECONDS and TICKET_TTL
+    monkeypatch.setattr(sealing.time, "time", lambda: later)
+    client.set(tokens.cache_key_for(secret), old_entry)
+    client.set(tickets._key(ticket), old_ticket)
+    assert (await SecureCommunicator(app, PATH, token=secret).outcome()).refused_before_accept
+    assert await tickets.consume(ticket) is None
+    assert {e["reason"] for e in events if e["kind"] == "tampered"} == {
+        "expired_token_record", "expired_ticket_record"}
+
+
+def test_a_transactional_save_drops_the_cache_again_at_commit(alice, settings, private_redis):
+    """Until COMMIT a handshake reads the old row and caches it again."""
+    from django.db import transaction
+
+    configure_redis(settings, private_redis)
+    token, secret = tokens.issue(alice)
+    key = tokens.cache_key_for(secret)
+    client = private_redis.client()
+    with transaction.atomic():
+        token.expires_at = tokens.now() - timedelta(seconds=1)
+        token.save()
+        client.set(key, "cached again from the old committed row")
+    assert client.get(key) is None
+
+
+@pytest.mark.parametrize("offer", [["wst_" + "a" * 43], ["chat", "wst_" + "a" * 43],
+                                   ["WSOPS", "wstkt_" + "b" * 43]])
+async def test_a_secret_offered_without_the_wsops_marker_is_refused(app, events, offer):
+    outcome = await SecureCommunicator(app, PATH, subprotocols=offer).outcome()
+    assert outcome.refused_before_accept
+    assert events[-1]["reason"] == "malformed_credential"
+
+
+async def test_wsops_secrets_under_other_query_names_leave_the_scope(app, alice, monkeypatch):
+    from chat.consumers import ChatConsumer
+
+    from wsops.consumers import ActionSpec
+
+    seen = []
+
+    async def capture(self, data):
+        seen.append(self.scope["query_string"])
+        return {"type": "ok"}
+
+    monkeypatch.setitem(ChatConsumer.actions, "whoami", ActionSpec("whoami", capture))
+    secret = "wst_" + "c" * 43
+    async with SecureCommunicator(app, f"{PATH}?access_token={secret}&Token=w%73t_x&room=1",
+                                  user=alice, origin=ORIGIN) as socket:
+        await socket.send_json({"action": "whoami"})
+        await socket.receive_json()
+    assert seen == [b"room=1"]

@@ -114,4 +114,4 @@ async def test_cross_site_hijacking_with_a_real_session_cookie_is_refused(daphne
     assert (await own.recv_json())["auth_method"] == "session"
     await own.close()
     assert "origin refused: origin_not_allowed" in server.output()
-    assert "origin=https://evil.example" in server.output()
+    assert 'origin="https://evil.example"' in server.output()

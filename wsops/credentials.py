@@ -69,7 +69,13 @@ def looks_like_ours(secret: str) -> bool:
 
 
 def _from_subprotocols(subprotocols: Any) -> Credential | None:
-    if not isinstance(subprotocols, (list, tuple)) or SUBPROTOCOL not in subprotocols:
+    if not isinstance(subprotocols, (list, tuple)):
+        return None
+    if SUBPROTOCOL not in subprotocols:
+        # A wsops secret offered without the "wsops" marker (a client bug): refuse it
+        # rather than let the socket in as anonymous with the secret in its scope.
+        if any(isinstance(p, str) and looks_like_ours(p) for p in subprotocols):
+            return Credential("subprotocol", MALFORMED)
         return None
     others = [p for p in subprotocols if p != SUBPROTOCOL]
     if not others:
@@ -159,18 +165,22 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     ``?ticket=`` there is a secret at rest in someone's logs.
     """
     scope = dict(scope)
-    if SUBPROTOCOL in (scope.get("subprotocols") or ()):
+    offered = scope.get("subprotocols") or ()
+    if SUBPROTOCOL in offered:
         scope["subprotocols"] = [SUBPROTOCOL]
+    elif any(isinstance(p, str) and looks_like_ours(p) for p in offered):
+        scope["subprotocols"] = [p for p in offered if not looks_like_ours(str(p))]
     scope["headers"] = [
         (name, value)
         for name, value in scope.get("headers") or ()
         if name not in (b"authorization", b"sec-websocket-protocol")
     ]
     query = scope.get("query_string") or b""
-    if b"ticket=" in query or b"token=" in query:
+    if any(marker in query for marker in (b"ticket=", b"token=", b"wst", b"%")):
         try:
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
-            kept = [(k, v) for k, v in pairs if k not in ("ticket", "token")]
+            kept = [(k, v) for k, v in pairs
+                    if k not in ("ticket", "token") and not looks_like_ours(v)]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         except (ValueError, UnicodeEncodeError):
             scope["query_string"] = b""

@@ -15,6 +15,12 @@
    Reasons are reduced to printable ASCII without CR/LF and cut to the 123
    bytes a close frame allows, so nothing a client sent can split the response.
 
+3. **Non-ASCII handshakes.** daphne decodes the request path and the
+   ``Sec-WebSocket-Protocol`` header as ASCII; a raw UTF-8 byte there raises
+   inside daphne, which answers 500 and logs a traceback, and wsops never sees
+   the attempt. Such a handshake is now refused with 400 and one
+   ``invalid_input`` security event.
+
 Every other close takes daphne's own path. Nothing is patched when daphne is
 not installed.
 """
@@ -68,7 +74,22 @@ def install() -> bool:
         self.server.log_action("websocket", "rejected",
                                {"path": self.request.path, "client": client})
 
+    original_connect = WebSocketProtocol.onConnect
+
+    def on_connect(self: Any, request: Any) -> Any:
+        protocols = request.headers.get("sec-websocket-protocol", "")
+        if not (request.path.isascii() and protocols.isascii()):
+            from . import signals
+
+            peer = self.transport.getPeer()
+            client = [str(peer.host), peer.port] if hasattr(peer, "host") else None
+            signals.report(signals.INVALID_INPUT, {"path": request.path, "client": client},
+                           "non_ascii_handshake", close_code=400)
+            raise ConnectionDeny(code=400, reason="Bad Request")
+        return original_connect(self, request)
+
     handle_reply.wsops_patched = True  # type: ignore[attr-defined]
     WebSocketProtocol.handle_reply = handle_reply
+    WebSocketProtocol.onConnect = on_connect
     WebSocketProtocol.serverClose = server_close
     return True

@@ -74,7 +74,10 @@ def parse_origin(origin: str | None) -> tuple[str, str, int] | None:
     port = int(match["port"]) if match["port"] else DEFAULT_PORTS.get(scheme)
     if scheme not in DEFAULT_PORTS or port is None or port > 65535:
         return None
-    return scheme, match["host"].lower().rstrip("."), port
+    host = match["host"].lower()
+    if host.endswith(".."):
+        return None
+    return scheme, host.removesuffix("."), port
 
 
 def compile_pattern(pattern: str) -> OriginPattern:

@@ -118,13 +118,13 @@ if ncaps > 0 then
   a = a + 2
 end
 
--- nfetch 1: return one more key; 2: it is a cached token "<mac>|<user id>|<prefix>|...",
+-- nfetch 1: return one more key; 2: it is a cached token "<mac>|<until>|<user id>|<prefix>|...",
 -- and the identity's bans, connect rate and caps are decided in this same trip.
 local fetched = false
 local identity = 0
 if nfetch > 0 then fetched = redis.call('GET', KEYS[k]) end
 if nfetch == 2 and fetched then
-  local uid, prefix = string.match(fetched, '^[^|]+|([^|]+)|([^|]+)|')
+  local uid, prefix = string.match(fetched, '^[^|]+|[^|]+|([^|]+)|([^|]+)|')
   if uid then
     identity = 1
     local P, ip = ARGV[a], ARGV[a + 1]
@@ -155,7 +155,8 @@ for i, key in ipairs(cap_keys) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if redis.call('ZSCORE', key, member) == false
      and redis.call('ZCARD', key) >= cap_limits[i] then
-    return {3, key, '0', false, identity == 1 and string.match(fetched, '^[^|]+|([^|]+)|') or false}
+    return {3, key, '0', false,
+            identity == 1 and string.match(fetched, '^[^|]+|[^|]+|([^|]+)|') or false}
   end
 end
 for i, key in ipairs(rate_keys) do

@@ -35,7 +35,7 @@ UNAVAILABLE = "unavailable"
 TAMPERED = "tampered"  # a record in Redis failed its HMAC (someone wrote to Redis)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+_CONTROL = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\\"]')
 MAX_LOGGED_LENGTH = 512
 
 
@@ -44,9 +44,11 @@ def escape(value: Any) -> str:
 
     daphne percent-decodes the path, so ``/ws/x%0a2026-... WARNING ...`` would
     otherwise write a forged second line. Control characters (newlines, escape
-    sequences for terminals), Unicode line separators and backslashes become
-    ``\\xNN``/``\\uNNNN`` escapes, and the value is cut to a bounded length. The
-    structured ``event`` keeps the raw value.
+    sequences for terminals), Unicode line separators, backslashes and double quotes
+    become ``\\xNN``/``\\uNNNN``/``\\"`` escapes, and the value is cut to a bounded
+    length. Paths and origins are logged in double quotes, so spaces inside them
+    cannot fake ``key=value`` fields either. The structured ``event`` keeps the raw
+    value.
     """
     text = str(value)
     if len(text) > MAX_LOGGED_LENGTH:
@@ -56,7 +58,9 @@ def escape(value: Any) -> str:
 
 def _escaped(match: re.Match[str]) -> str:
     char = match.group()
-    return "\\\\" if char == "\\" else char.encode("unicode_escape").decode("ascii")
+    if char in '\\"':
+        return "\\" + char
+    return char.encode("unicode_escape").decode("ascii")
 
 
 def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
@@ -77,7 +81,7 @@ def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -
         **extra,
     }
     logger.warning(
-        "wsops %s refused: %s (ip=%s user=%s token=%s path=%s origin=%s)",
+        'wsops %s refused: %s (ip=%s user=%s token=%s path="%s" origin="%s")',
         *(escape(event[name]) for name in
           ("kind", "reason", "ip", "user_id", "token_prefix", "path", "origin")),
         extra={"security_event": event},

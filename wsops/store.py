@@ -23,6 +23,7 @@ import logging
 import re
 import weakref
 from typing import Any
+from urllib.parse import unquote_plus
 
 from django.conf import settings as django_settings
 
@@ -48,8 +49,8 @@ def redis_url() -> str | None:
     return None
 
 
-# A password in the query string: the only place a ``unix://`` URL can carry one.
-_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+# A query parameter: redis-py percent-decodes names, so "pass%77ord" is a password too.
+_PARAMETER = re.compile(r"([?&])([^=&]*)(=?)([^&]*)")
 
 
 def masked(url: str | None) -> str:
@@ -70,7 +71,16 @@ def masked(url: str | None) -> str:
     if at is not None:
         user, colon, _ = rest[:at].partition(":")
         rest = (f"{user}:***" if colon else "***") + rest[at:]
-    return scheme + separator + _PASSWORD_PARAMETER.sub(r"\1***", rest)
+    return scheme + separator + _PARAMETER.sub(_mask_password_parameter, rest)
+
+
+def _mask_password_parameter(match: re.Match[str]) -> str:
+    """A ``password=`` parameter (the only place a ``unix://`` URL can carry one), its
+    name compared as redis-py reads it: percent-decoded, in any case."""
+    lead, name, equals, value = match.groups()
+    if unquote_plus(name).strip().lower() == "password" and value:
+        value = "***"
+    return lead + name + equals + value
 
 
 def _userinfo_end(scheme: str, rest: str) -> int | None:
@@ -83,7 +93,9 @@ def _userinfo_end(scheme: str, rest: str) -> int | None:
     """
     before_query = rest.partition("?")[0]
     if scheme.lower() != "unix":
-        at = before_query.rfind("@")
+        # The last "@" before the query, or before the first "/" (a password may
+        # hold "?" too): whichever is later, so no part of a password shows.
+        at = max(before_query.rfind("@"), rest.partition("/")[0].rfind("@"))
     elif before_query.startswith("/"):
         return None
     else:

@@ -35,7 +35,8 @@ def issue(user: Any, origin: str | None = None) -> tuple[str, int]:
     """Mint a ticket for ``user``; return ``(ticket, seconds it lives)``."""
     ttl = get_settings().TICKET_TTL
     ticket = generate_secret(TICKET_PREFIX)
-    payload = sealing.seal_json("ticket", _key(ticket), {"user_id": user.pk, "origin": origin})
+    payload = sealing.seal_json("ticket", _key(ticket), {"user_id": user.pk, "origin": origin},
+                                ttl)
     if store.redis_url():
         store.sync_client().set(_key(ticket), payload, ex=ttl)
     else:

@@ -32,7 +32,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import router
+from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -169,13 +169,24 @@ def _cache_key(token_hash: str) -> str:
 
 
 def forget(hashes: Any) -> None:
-    """Delete cached verifications so the next handshake goes to the database."""
+    """Delete cached verifications so the next handshake goes to the database.
+
+    Inside a transaction, again once it commits: until then a handshake still
+    reads the old committed row and would cache it afresh.
+    """
     keys = [_cache_key(h) for h in hashes]
-    if keys and store.redis_url():
+    if not keys or not store.redis_url():
+        return
+
+    def delete() -> None:
         try:
             store.sync_client().delete(*keys)
         except store.store_errors():
             pass  # cache entries expire by themselves within TOKEN_CACHE_SECONDS
+
+    delete()
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(delete)
 
 
 def forget_user(user_id: Any) -> None:
@@ -238,7 +249,7 @@ def cache_key_for(secret: str) -> str:
     return _cache_key(hash_secret(secret))
 
 
-# Cache entries are ``<mac>|<user id>|<prefix>|<JSON>`` (see ``wsops.sealing``): the
+# Cache entries are ``<mac>|<valid until>|<user id>|<prefix>|<JSON>`` (``wsops.sealing``): the
 # handshake script reads the user id and prefix to decide the identity's limits
 # without Python; the MAC, bound to the token's hash, covers all of it.
 _SEALED_AS = "token"
@@ -267,10 +278,11 @@ def _user_from_record(record: dict[str, Any]) -> Any:
     return model.from_db(router.db_for_read(model), names, values)
 
 
-def _pack(secret_hash: str, token: VerifiedToken) -> str:
+def _pack(secret_hash: str, token: VerifiedToken, lifetime: int) -> str:
     body = json.dumps({"id": token.id, "scopes": token.scopes, "expires_at": token.expires_at,
                        "user": _user_record(token.user)}, separators=(",", ":"))
-    return sealing.seal(_SEALED_AS, secret_hash, f"{token.user.pk}|{token.prefix}|{body}")
+    return sealing.seal(_SEALED_AS, secret_hash, f"{token.user.pk}|{token.prefix}|{body}",
+                        lifetime)
 
 
 def _unpack(raw: str | None, secret_hash: str) -> VerifiedToken | None:
@@ -289,9 +301,9 @@ def _unpack(raw: str | None, secret_hash: str) -> VerifiedToken | None:
 
 
 def cached_identity(raw: str | None) -> str | None:
-    """The user id in a cache entry (after the MAC)."""
-    parts = raw.split("|", 3) if raw else ()
-    return parts[1] if len(parts) == 4 else None
+    """The user id in a cache entry (after the MAC and the end of validity)."""
+    parts = raw.split("|", 4) if raw else ()
+    return parts[2] if len(parts) == 5 else None
 
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
@@ -308,7 +320,7 @@ async def _remember(secret_hash: str, token: VerifiedToken) -> None:
         ttl = min(ttl, max(1, int(token.expires_at - now().timestamp())))
     try:
         await store.call(store.async_client().set(_cache_key(secret_hash),
-                                                  _pack(secret_hash, token), ex=ttl))
+                                                  _pack(secret_hash, token, ttl), ex=ttl))
     except store.StoreUnavailable:
         pass
 
