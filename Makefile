@@ -11,7 +11,7 @@ $(BIN)/activate:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed-demo: $(BIN)/activate setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e . websockets
+	$(BIN)/pip install --quiet -e ".[testing]"  # example/ws_client.py uses websockets
 	touch $@
 
 $(VENV)/.installed-dev: $(BIN)/activate setup.cfg pyproject.toml
