@@ -30,6 +30,9 @@ if os.environ.get("DATABASE_URL"):
     import dj_database_url
 
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+    # One test database per run, as on SQLite: two runs on one server (two checkouts,
+    # CI next to a developer) would otherwise share test_<name> and break each other.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_wsops_{os.getpid()}"}
 else:
     DATABASES = {
         "default": {
