@@ -125,7 +125,8 @@ def test_argument_mistakes_from_code_are_usage_errors(command, args):
 
 def test_an_unmigrated_database_is_one_line(tmp_path):
     message = one_line_usage_error(manage(
-        "wstokens", "list", env={"WSOPS_TEST_DB_NAME": str(tmp_path / "empty.sqlite3")}))
+        "wstokens", "list", env={"DATABASE_URL": "",  # SQLite, also when the suite is on PG
+                                 "WSOPS_TEST_DB_NAME": str(tmp_path / "empty.sqlite3")}))
     assert "no such table" in message and "migrate" in message
 
 

@@ -70,6 +70,7 @@ def test_defaults_come_from_settings(settings):
 
 
 def test_huge_connection_cap_is_clamped_for_nginx(settings):
+    require_tool("nginx")
     settings.WSOPS = {**settings.WSOPS, "MAX_CONNECTIONS_PER_IP": 1_000_000}
     _, err = wsdeploy("nginx", "--domain", "a.example.com", "--check")
     assert "configuration OK" in err
