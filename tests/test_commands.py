@@ -311,3 +311,17 @@ def test_rotate_says_when_the_old_token_really_stops(make_user, clock):
     old, _ = tokens.issue(make_user("svc"), ttl=600)
     _, err = run("wstokens", "rotate", old.prefix, "--grace", "1h")
     assert f"{old.prefix} keeps working for 10m " in err  # its own expiry comes first
+
+
+@pytest.mark.django_db
+def test_token_references_that_cannot_match_say_why(make_user):
+    from wsops.management.base import UsageError
+
+    make_user("svc")
+    prefix = run("wstokens", "issue", "--user", "svc")[0].strip()[:12]
+    for reference, expected in (("wst_", "too short"), (prefix[4:], "neither an id nor a prefix")):
+        with pytest.raises(UsageError, match=expected):
+            run("wstokens", "show", reference)
+    assert "Revoked 1 token(s)" in run("wstokens", "revoke", prefix)[0]
+    again = run("wstokens", "revoke", prefix)[0]
+    assert "Revoked 0 token(s): none. Already revoked: " + prefix in again

@@ -540,3 +540,17 @@ async def test_wsops_secrets_under_other_query_names_leave_the_scope(app, alice,
         await socket.send_json({"action": "whoami"})
         await socket.receive_json()
     assert seen == [b"room=1"]
+
+
+async def test_operator_closes_carry_their_reason_when_explained(app, alice, settings):
+    settings.WSOPS = {**settings.WSOPS, "EXPLAIN_REFUSALS": True}
+    token, secret = await issue(alice)
+    async with SecureCommunicator(app, PATH, token=secret, timeout=10) as socket:
+        await db(call_command, "wstokens", "revoke", token.prefix, "--disconnect")
+        closing = await socket.communicator.receive_output(timeout=10)
+    assert closing == {"type": "websocket.close", "code": 4401, "reason": "revoked"}
+
+
+def test_a_ban_reason_is_one_printable_line(private_redis):
+    record = ban(private_redis.client(), Identity("user", "1"), 60, "line1\r\nX-Evil: 1\x1b")
+    assert record["reason"] == "line1  X-Evil: 1"

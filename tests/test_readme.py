@@ -144,13 +144,7 @@ def readme_project(tmp_path_factory, redis_for_readme) -> Project:
         if line.startswith("daphne "):
             application = shlex.split(line)[-1]
             continue
-        if "wstokens issue" in line:  # the user it names, with the permission to send
-            words = shlex.split(line)
-            run([sys.executable, "manage.py", "shell", "-c",
-                 "from django.contrib.auth.models import Permission, User; "
-                 f"user = User.objects.create_user({words[words.index('--user') + 1]!r}); "
-                 "user.user_permissions.add(Permission.objects.get(codename='send_message'))"],
-                project)
+        if "wstokens issue" in line:  # the README created the user it names just before
             secret = run(line, project).stdout.strip()
             continue
         result = run(line, project)

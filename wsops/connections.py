@@ -73,8 +73,9 @@ class Entry:
             return
         self.closed = True
         signals.report(kind, self.scope, reason, close_code=code)
+        explained = {"reason": reason} if get_settings().explain_refusals else {}
         try:
-            await self.send({"type": "websocket.close", "code": code})
+            await self.send({"type": "websocket.close", "code": code, **explained})
         except Exception:  # the socket is already gone
             pass
 

@@ -418,7 +418,12 @@ def get_limiter() -> RedisLimiter | LocalLimiter:
 
 
 def ban(client: Any, identity: Identity, seconds: int, reason: str = "") -> dict[str, Any]:
-    """Refuse new connections of ``identity`` on every worker for ``seconds``."""
+    """Refuse new connections of ``identity`` on every worker for ``seconds``.
+
+    The reason is shown to operators and, with ``EXPLAIN_REFUSALS``, to the client:
+    it is kept to one printable line of at most 200 characters.
+    """
+    reason = "".join(c if c.isprintable() else " " for c in reason).strip()[:200]
     record = {"reason": reason, "until": int(time.time() + seconds), "created": int(time.time())}
     network = identity.network
     if network is None:

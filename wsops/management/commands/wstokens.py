@@ -13,6 +13,7 @@ from django.db.models import Q
 
 from wsops import remote, tokens
 from wsops.conf import get_settings
+from wsops.credentials import TOKEN_PREFIX
 from wsops.management.base import WsopsCommand
 from wsops.models import WebSocketToken
 from wsops.units import duration_help, format_duration
@@ -110,6 +111,12 @@ class Command(WsopsCommand):
     def _one(self, reference: str) -> WebSocketToken:
         found = tokens.find(reference)
         if not found:
+            if not reference.isdigit() and not reference.startswith(TOKEN_PREFIX):
+                self.fail(f"{reference!r} is neither an id nor a prefix: prefixes start with "
+                          f"{TOKEN_PREFIX} (like wst_ab12cd34)")
+            if not reference.isdigit() and len(reference) < len(TOKEN_PREFIX) + 2:
+                self.fail(f"{reference!r} is too short: give at least two characters after "
+                          f"{TOKEN_PREFIX} (like wst_ab12cd34), or an id")
             self.fail(f"no token matches {reference!r} (give a prefix like wst_ab12cd34, or an id)")
         if len(found) > 1:
             candidates = ", ".join(f"{t.prefix} ({t.owner.get_username()}, {t.name or '-'})"
@@ -182,9 +189,11 @@ class Command(WsopsCommand):
             matches = [{"token": t.prefix} for t in chosen]
         else:
             self.fail("say which tokens: PREFIX|ID, or --user NAME --all")
+        already = [t.prefix for t in chosen if t.revoked_at is not None]
         count = tokens.revoke(chosen)
-        self.stdout.write(f"Revoked {count} token(s): "
-                          + (", ".join(t.prefix for t in chosen) or "none were active") + ".")
+        fresh = [t.prefix for t in chosen if t.prefix not in already]
+        self.stdout.write(f"Revoked {count} token(s): " + (", ".join(fresh) or "none") + "."
+                          + (f" Already revoked: {', '.join(already)}." if already else ""))
         if disconnect:
             failure = None
             for match in matches:
