@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -201,37 +202,28 @@ def socket_dir(value: Any, option: str) -> str:
     return path
 
 
-def name(value: Any, option: str) -> str:
-    """A short name used in nginx zone names, log file names and unit descriptions."""
-    text = _text(value, option, "")
-    if not NAME_RE.fullmatch(text):
-        raise _fail(option, value, "1-64 letters, digits, _ or -, starting with a letter")
-    return text
+def _matching(pattern: re.Pattern[str], expected: str, doc: str) -> Callable[[Any, str], str]:
+    """A check that the whole value matches ``pattern``, else exit 2 saying ``expected``."""
+
+    def check(value: Any, option: str) -> str:
+        text = _text(value, option, "")
+        if not pattern.fullmatch(text):
+            raise _fail(option, value, expected)
+        return text
+
+    check.__doc__ = doc
+    return check
 
 
-def account(value: Any, option: str) -> str:
-    """A Unix user or group name (systemd ``User=``/``Group=``) or a numeric id."""
-    text = _text(value, option, "")
-    if not ACCOUNT_RE.fullmatch(text):
-        raise _fail(option, value, "a user or group name like www-data (letters, digits, "
-                                   "_.-) or a numeric id")
-    return text
-
-
-def python_module(value: Any, option: str) -> str:
-    """A dotted Python module path such as ``chatproject.settings``."""
-    text = _text(value, option, "")
-    if not MODULE_RE.fullmatch(text):
-        raise _fail(option, value, "a dotted module path like project.settings")
-    return text
-
-
-def asgi_target(value: Any, option: str) -> str:
-    """daphne's application argument, ``module.path:attribute``."""
-    text = _text(value, option, "")
-    if not ASGI_RE.fullmatch(text):
-        raise _fail(option, value, "module:attribute like project.asgi:application")
-    return text
+name = _matching(NAME_RE, "1-64 letters, digits, _ or -, starting with a letter",
+                 "A short name used in nginx zone names, log file names and unit descriptions.")
+account = _matching(ACCOUNT_RE, "a user or group name like www-data (letters, digits, _.-) "
+                    "or a numeric id",
+                    "A Unix user or group name (systemd ``User=``/``Group=``) or a numeric id.")
+python_module = _matching(MODULE_RE, "a dotted module path like project.settings",
+                          "A dotted Python module path such as ``chatproject.settings``.")
+asgi_target = _matching(ASGI_RE, "module:attribute like project.asgi:application",
+                        "daphne's application argument, ``module.path:attribute``.")
 
 
 def email(value: Any, option: str) -> str:
