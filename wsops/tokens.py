@@ -362,6 +362,11 @@ def verify_sync(secret: str) -> VerifiedToken:
     return token
 
 
+def _batches(ids: set[Any], size: int = 900) -> list[list[Any]]:
+    ordered = list(ids)
+    return [ordered[start:start + size] for start in range(0, len(ordered), size)]
+
+
 @dataclass(frozen=True)
 class Recheck:
     """What the database says now about a worker's live identities."""
@@ -374,18 +379,18 @@ async def recheck(token_ids: set[int], user_ids: set[Any]) -> Recheck:
     """Re-read live sockets' tokens and users (two queries for a whole worker)."""
 
     def load() -> Recheck:
-        tokens = {}
-        if token_ids:
-            rows = (WebSocketToken.objects.usable(now())
-                    .filter(pk__in=token_ids, owner__is_active=True)
+        tokens, users = {}, {}
+        at = now()
+        manager = get_user_model()._default_manager
+        for batch in _batches(token_ids):  # bounded IN lists: SQLite caps query variables
+            rows = (WebSocketToken.objects.usable(at)
+                    .filter(pk__in=batch, owner__is_active=True)
                     .values_list("pk", "scopes", "expires_at"))
-            tokens = {pk: {"scopes": list(scopes or []),
-                           "expires_at": expires.timestamp() if expires else None}
-                      for pk, scopes, expires in rows}
-        users = {}
-        if user_ids:
-            manager = get_user_model()._default_manager
-            users = {u.pk: u for u in manager.filter(pk__in=user_ids, is_active=True)}
+            tokens.update({pk: {"scopes": list(scopes or []),
+                                "expires_at": expires.timestamp() if expires else None}
+                           for pk, scopes, expires in rows})
+        for batch in _batches(user_ids):
+            users.update({u.pk: u for u in manager.filter(pk__in=batch, is_active=True)})
         return Recheck(tokens, users)
 
     return await database_sync_to_async(load)()
