@@ -236,3 +236,13 @@ def test_top_watch_redraws_in_place(redis):
     out = wsratelimit("top", "--watch", "--interval", "0.1", "--count", "2")
     assert out.count("\033[H\033[J") == 2 and out.count("ip:9.9.9.9") == 2
     assert "wsratelimit top (every 0.1s" in out
+
+
+@pytest.mark.django_db
+def test_show_refuses_a_scope_no_counter_can_have(redis):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="unknown scope 'nope'"):
+        wsratelimit("show", "--scope", "nope")
+    for scope in ("connect", "user_message", "action.send_message", "connections", "bans"):
+        wsratelimit("show", "--scope", scope)

@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
 from wsops import codes, ratelimit, remote, signals, store, tokens
+from wsops.conf import get_settings
 from wsops.management.base import WsopsCommand
 from wsops.ratelimit import Identity
 from wsops.units import duration_help, format_duration
@@ -105,8 +106,16 @@ class Command(WsopsCommand):
 
     # --- subcommands -------------------------------------------------------------------
 
+    def check_scope(self, scope: str | None) -> None:
+        """Refuse a scope no counter can have, rather than print empty tables."""
+        known = {*get_settings().RATES, "connections", "bans"}
+        if scope is not None and scope not in known and not scope.startswith("action."):
+            self.fail(f"unknown scope {scope!r}: one of {', '.join(sorted(known))} "
+                      "or action.NAME")
+
     def handle_show(self, client: Any, scope: str | None, ident: str | None, json: bool,
                     **_: Any) -> None:
+        self.check_scope(scope)
         identity = self._identity(ident) if ident else None
         data = ratelimit.snapshot(client, scope=scope, identity=identity,
                                   progress=self._progress)
