@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any
 
-from .credentials import SUBPROTOCOL
+from .handshake.transports import SUBPROTOCOL
 
 SETTLE = 0.3  # outcome(): how long an accepted socket is watched for a close
 

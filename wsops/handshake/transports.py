@@ -1,4 +1,4 @@
-"""Finding the credential a WebSocket handshake presents, without trusting it.
+"""Transports: finding the credential a WebSocket handshake presents, without trusting it.
 
 Transports, in the order they are tried (each can be switched off in
 ``WSOPS["TOKEN_TRANSPORTS"]``):
@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from ..scope import header
 
 SUBPROTOCOL = "wsops"
 TOKEN_PREFIX = "wst_"
@@ -133,28 +135,25 @@ def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credentia
 
 
 def find_credential(scope: dict[str, Any], transports: tuple[str, ...]) -> Credential | None:
-    """The first credential the handshake presents, in transport order (cached in scope).
+    """The first credential the handshake presents, in transport order.
 
     Every transport is looked at, switched on or not: a wsops token or ticket sent
     where ``TOKEN_TRANSPORTS`` does not allow it (``?token=`` without
     ``query_token``) is refused (``query_token_disabled``), never silently ignored
-    while the secret sits in the scope.
+    while the secret sits in the scope. Called once per handshake, by
+    ``Handshake.parse``.
     """
-    state = scope.setdefault("wsops", {})
-    if "credential" in state:
-        return state["credential"]
     found = _allowed(_from_subprotocols(scope.get("subprotocols")), transports)
     if found is None:
-        for name, value in scope.get("headers") or ():
-            if name == b"authorization":
-                found = _allowed(_from_authorization(value), transports)
-                break
+        found = _allowed(_from_authorization(header(scope, b"authorization")), transports)
     if found is None:
         found = _allowed(_from_query(scope.get("query_string") or b""), transports)
-    state["credential"] = found
-    if found is not None and found.prefix:
-        state["presented_prefix"] = found.prefix
     return found
+
+
+def offers_marker(scope: dict[str, Any]) -> bool:
+    """Whether the client offered the ``wsops`` subprotocol (then it must be answered)."""
+    return SUBPROTOCOL in (scope.get("subprotocols") or ())
 
 
 def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
