@@ -19,28 +19,27 @@ stack by ``wsops.connections``, not per consumer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from . import auth, codes, signals
+from . import codes, signals
 from .conf import get_settings
-from .handshake.refusal import Refused
 from .messages.actions import (
     ActionRefused,
     ActionSpec,
     action,
     declared_actions,
+    forbidden,
     invalid_input,
     throttled,
 )
 from .messages.guard import MessageGuard
-from .messages.hygiene import db_hygiene
+from .messages.hygiene import DispatchWithoutHop
+from .messages.login import FirstFrameLogin
 from .messages.parsing import MAX_ECHO_LENGTH, decode, echoable_action, envelope, valid_id
 from .messages.rates import MessageRates
 from .messages.validation import validate
@@ -51,7 +50,7 @@ CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 byt
 _json_separators = (",", ":")
 
 
-class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
+class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebsocketConsumer):
     """An async JSON consumer whose messages are ``{"action": name, ...payload}``."""
 
     #: Checked before the socket is accepted: 4401 for anonymous, 4403 otherwise.
@@ -70,31 +69,12 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
         self._rates: MessageRates | None = None  # created on first use (memory per socket)
         self._permissions: PermissionCache | None = None
         self._accepted = self._admitted = self._closing = False
-        self._awaiting_auth = False  # first-frame transport: nothing else is handled yet
-        self._auth_timer: asyncio.Task | None = None
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channels' dispatch without its thread hop per message (``messages.hygiene``)."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        if message["type"] == "websocket.receive":
-            await db_hygiene.maybe_clean()
-        else:
-            await aclose_old_connections()
-        await handler(message)
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        handshake = self.scope.get("wsops")
-        if signed_in_user(self.scope) is None and handshake is not None and \
-                handshake.auth_method is None and "message" in get_settings().TOKEN_TRANSPORTS:
-            self._awaiting_auth = True
-            await self.accept()
-            self._auth_timer = asyncio.create_task(self._auth_deadline())
-            return
-        await self._admit()
+        if not await self._await_login():
+            await self._admit()
 
     async def _admit(self) -> None:
         """``connect_permission``, then Channels' class-level ``groups``, then ``connect()``."""
@@ -121,8 +101,7 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Run ``disconnect()`` only if ``connect()`` ran: a refused socket has nothing to undo."""
         self._closing = True
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
+        self._cancel_login_deadline()
         if self._admitted:
             await super().websocket_disconnect(message)  # raises StopConsumer
         raise StopConsumer()
@@ -144,16 +123,15 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             return
         text = message.get("text")
         data = message.get("bytes") or b""
-        if text is None and self._awaiting_auth:
-            return await self._close_refused(signals.AUTH, "expected_authenticate_message",
-                                             codes.UNAUTHENTICATED, transport="message")
+        if text is None and self._awaiting_login:
+            return await self._login(None)
         if text is None and not self.accept_binary:
             return await self._close_refused(signals.INVALID_INPUT, "binary_frame",
                                              codes.UNSUPPORTED_DATA)
         if (size := self.guard.oversized(text, data)) is not None:
             return await self._close_refused(signals.SIZE, "message_too_big",
                                              codes.MESSAGE_TOO_BIG, size=size)
-        if self._awaiting_auth:
+        if self._awaiting_login:
             return await self._login(text)
         if retry_after := self.guard.over_message_rate():
             readable = envelope(text) if text is not None else (None, None)
@@ -200,12 +178,9 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
         await self._rates.check(spec)
         self.guard.passed()
         if spec.permission is not None:
-            if self._permissions is None:
-                self._permissions = PermissionCache()
+            self._permissions = self._permissions or PermissionCache()
             if not await self._permissions.allows(spec.permission, self.scope):
-                raise ActionRefused(codes.FORBIDDEN_ACTION, signals.PERMISSION,
-                                    "permission_denied",
-                                    "You do not have permission for this action.")
+                raise forbidden()
         data = payload if spec.form is None else await validate(spec, payload)
         if spec.uses_db:
             await aclose_old_connections()
@@ -217,31 +192,6 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
         await self.send_json(refusal.frame(name, request_id))
         if (close := self.guard.close_after(refusal)) is not None:
             await self._close_refused(*close)
-
-    # --- first-frame authentication (TOKEN_TRANSPORTS includes "message") --------------
-
-    async def _login(self, text: str) -> None:
-        """The first frame must log in (``wsops.auth.login_by_message``); then ``_admit()``.
-
-        It arrived in time, so the deadline stops here; frames sent meanwhile wait
-        (Channels handles one message at a time) and are handled once this one is done.
-        """
-        self._awaiting_auth = False
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-        try:
-            await auth.login_by_message(self.scope["wsops"], self.scope, text)
-        except Refused as refused:
-            return await self._close_refused(refused.kind, refused.reason, refused.code,
-                                             **refused.extra)
-        if not self._closing:  # the client left, or a remote close came, while we waited
-            await self.send_json({"type": "authenticated"})
-            await self._admit()
-
-    async def _auth_deadline(self) -> None:
-        await asyncio.sleep(get_settings().AUTH_TIMEOUT)
-        if self._awaiting_auth:
-            await self._close_refused(signals.AUTH, "auth_timeout", codes.UNAUTHENTICATED)
 
     async def send_json(self, content: Any, close: bool = False) -> None:
         await self.send(text_data=json.dumps(content, separators=_json_separators),

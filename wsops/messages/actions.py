@@ -101,3 +101,8 @@ def throttled(reason: str, retry_after: float) -> ActionRefused:
 
 def invalid_input(code: str, reason: str, message: str, **details: Any) -> ActionRefused:
     return ActionRefused(code, signals.INVALID_INPUT, reason, message, **details)
+
+
+def forbidden() -> ActionRefused:
+    return ActionRefused(codes.FORBIDDEN_ACTION, signals.PERMISSION, "permission_denied",
+                         "You do not have permission for this action.")

@@ -14,7 +14,9 @@ that interval.
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import aclose_old_connections
 
 DB_HYGIENE_INTERVAL = 10.0  # seconds
@@ -34,3 +36,17 @@ class DatabaseHygiene:
 
 
 db_hygiene = DatabaseHygiene()
+
+
+class DispatchWithoutHop:
+    """Channels' ``dispatch`` with the per-message cleanup replaced by ``db_hygiene``."""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        if message["type"] == "websocket.receive":
+            await db_hygiene.maybe_clean()
+        else:
+            await aclose_old_connections()
+        await handler(message)
