@@ -25,7 +25,7 @@ from typing import Any
 from .. import codes, signals
 from ..conf import get_settings
 from ..scope import Receive, Scope, Send
-from .transports import SUBPROTOCOL
+from .transports import SUBPROTOCOL, offers_marker
 
 DENIAL_STATUS = {codes.UNAUTHENTICATED: 401, codes.RATE_LIMITED: 429}  # else 403
 
@@ -58,7 +58,7 @@ async def answer(scope: Scope, receive: Receive, send: Send, refused: Refused) -
         else:  # before accept: the server answers HTTP 403
             await send({"type": "websocket.close", "code": code, **explained})
         return
-    offered = SUBPROTOCOL if SUBPROTOCOL in (scope.get("subprotocols") or ()) else None
+    offered = SUBPROTOCOL if offers_marker(scope) else None
     await send({"type": "websocket.accept", "subprotocol": offered})
     await send({"type": "websocket.close", "code": code, **explained})
 

@@ -108,7 +108,7 @@ def _from_query(query_string: bytes) -> Credential | None:
     if b"ticket=" not in query_string and b"token=" not in query_string:
         return None
     try:
-        params = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=50))
+        params = {name: value for name, value in _query_pairs(query_string) if value}
     except ValueError:
         return Credential("query", MALFORMED)
     for name, switch in (("ticket", "query"), ("token", "query_token")):
@@ -119,6 +119,11 @@ def _from_query(query_string: bytes) -> Credential | None:
                 kind = MALFORMED  # a long-lived token passed as a ticket
             return Credential("query", kind, secret, switch)
     return None
+
+
+def _query_pairs(query_string: bytes) -> list[tuple[str, str]]:
+    """The query string's pairs, blank values kept; ValueError past 50 fields."""
+    return parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
 
 
 def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credential | None:
@@ -165,7 +170,7 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     """
     scope = dict(scope)
     offered = scope.get("subprotocols") or ()
-    if SUBPROTOCOL in offered:
+    if offers_marker(scope):
         scope["subprotocols"] = [SUBPROTOCOL]
     elif any(isinstance(p, str) and looks_like_ours(p) for p in offered):
         scope["subprotocols"] = [p for p in offered if not looks_like_ours(str(p))]
@@ -177,8 +182,7 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     query = scope.get("query_string") or b""
     if any(marker in query for marker in (b"ticket=", b"token=", b"wst", b"%")):
         try:
-            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
-            kept = [(k, v) for k, v in pairs
+            kept = [(k, v) for k, v in _query_pairs(query)
                     if k not in ("ticket", "token") and not looks_like_ours(v)]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         except (ValueError, UnicodeEncodeError):
