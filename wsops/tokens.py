@@ -32,8 +32,10 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import router, transaction
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from . import sealing, store
@@ -205,8 +207,6 @@ def connect_cache_invalidation() -> None:
     collector sends the signal for every row instead of fast-deleting. What sends no
     signal (``QuerySet.update()``, raw SQL) is seen within ``TOKEN_CACHE_SECONDS``.
     """
-    from django.db.models.signals import post_delete, post_save
-
     def token_changed(sender: Any, instance: WebSocketToken, **kwargs: Any) -> None:
         forget([instance.hash])
 
@@ -255,8 +255,6 @@ _UNCACHED_USER_FIELDS = {"password"}
 
 def _user_record(user: Any) -> dict[str, Any]:
     """The user's concrete fields as JSON-safe values (no password)."""
-    from django.core.serializers.json import DjangoJSONEncoder
-
     fields = {f.attname: f.value_from_object(user) for f in type(user)._meta.concrete_fields
               if f.attname not in _UNCACHED_USER_FIELDS}
     return json.loads(json.dumps(fields, cls=DjangoJSONEncoder))
