@@ -247,7 +247,7 @@ async def test_last_used_is_written_at_most_once_a_minute(app, alice):
 async def test_a_cached_token_handshake_makes_one_redis_round_trip(app, alice, settings,
                                                                    private_redis, monkeypatch):
     """IP checks, the token cache read and the identity's bans, rate and caps: one trip."""
-    from tests.conftest import configure_redis
+    from tests.helpers import configure_redis
     from wsops import store
 
     configure_redis(settings, private_redis)

@@ -18,7 +18,7 @@ from django import forms
 from django.core.management import call_command
 from django.urls import re_path
 
-from tests.conftest import configure_redis
+from tests.helpers import configure_redis
 from wsops import store, tokens
 from wsops.consumers import SecureJsonWebsocketConsumer, action
 from wsops.limits.operators import Identity, ban
