@@ -251,6 +251,22 @@ def url(value: Any, option: str) -> str:
     return text
 
 
+def caddy_admin(value: Any, option: str) -> str:
+    """Caddy's admin endpoint: ``off``, a loopback ``host:port`` or ``unix//path``."""
+    expected = "off, localhost:PORT, 127.0.0.1:PORT, [::1]:PORT or unix//absolute/path"
+    text = _text(value, option, expected)
+    if text == "off":
+        return text
+    if text.startswith("unix//"):
+        absolute_path(text[5:], option)
+        return text
+    host, sep, port_text = text.rpartition(":")
+    if not sep or host not in ("localhost", "127.0.0.1", "[::1]"):
+        raise _fail(option, value, expected)
+    port(port_text, option)
+    return text
+
+
 def command_line(value: Any, option: str) -> str:
     """A shell command, on one line; the templates pass it to ``sh -c`` in quotes."""
     text = _text(value, option, "")
