@@ -2,14 +2,12 @@
 a page on another origin cannot open the app's socket; the app's own page, logged in,
 gets a ticket and chats over the ``wsops`` subprotocol."""
 
-import http.server
 import re
-import threading
 
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.conftest import free_port, require_tool
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -20,38 +18,6 @@ window.result = new Promise((resolve) => {
   socket.onerror = () => resolve("refused");
 });
 </script></body></html>"""
-
-
-@pytest.fixture
-def evil_site():
-    """An attacker's page on another origin (http://localhost:<port>)."""
-    pages = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = pages.get(self.path, "").encode()
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield pages, f"http://localhost:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture
-def chromium():
-    executable = require_tool("chromium")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed (pip install -e '.[dev]')", pytrace=False)
-    return executable, async_playwright
 
 
 async def test_cross_site_page_is_refused_and_own_page_chats(daphne_server, make_user,

@@ -55,6 +55,7 @@ def trial_conf(server_root: Path, site: Path, run_as: tuple[str, str] | None = N
     return templates.render("apache-trial.conf", {
         "server_root": server_root, "site": site, "modules": MODULES,
         "modules_dir": modules_dir() or MODULE_DIRS[0],
+        "mime_types": "/etc/mime.types" if Path("/etc/mime.types").exists() else "/dev/null",
         "run_user": run_as[0] if run_as else "", "run_group": run_as[1] if run_as else ""})
 
 
