@@ -146,7 +146,8 @@ class Command(WsopsCommand):
         certbot.add_argument("--logs-dir", help="certbot --logs-dir.")
         every = sub.add_parser("all", parents=[common],
                                help="Everything, into --output DIR, with a DEPLOY.md.")
-        every.add_argument("--server", dest="web_server", metavar="{apache,caddy,nginx}",
+        every.add_argument("--server", "--web-server", dest="web_server",
+                           metavar="{apache,caddy,nginx}",
                            help="The front end (default nginx). certbot files are rendered "
                                 "unless Caddy gets its own certificates.")
         _caddy_options(every)
