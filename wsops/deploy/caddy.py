@@ -42,7 +42,7 @@ def adapt(binary: str, caddyfile: Path, env: dict[str, str]) -> tuple[dict[str, 
     return json.loads(result.stdout), result.stderr
 
 
-def _error_line(output: str) -> str:
+def error_line(output: str) -> str:
     """caddy's message: the ``Error: ...`` line, or the last line it printed."""
     lines = [ln for ln in output.splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("Error:")]
@@ -72,4 +72,4 @@ def check(context: DeployContext, render_site: object) -> trial.CheckResult:
         else:
             ok = False
         output = output.replace(str(prefix), "<check>")
-        return trial.CheckResult(ok, output, notes, _error_line(output))
+        return trial.CheckResult(ok, output, notes, error_line(output))
