@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import ROOT, require_tool
-from wsops.deploy.certs import _pem_key
+from tests.conftest import ROOT, free_port, require_tool
+from wsops.deploy.certs import _pem_key, mint
 
 
 def write_pem(path: Path, *items) -> Path:
@@ -35,3 +36,26 @@ def sslyze_binary() -> str:
     extra = os.path.dirname(os.environ.get("WSOPS_SSLYZE", ""))
     return require_tool("sslyze", also_in=(extra, str(ROOT / ".venv-sslyze" / "bin")),
                         how="make test creates .venv-sslyze")
+
+
+def certbot_stage(root: Path, pebble, daphne_server) -> SimpleNamespace:
+    """What a certbot test renders a site with, before certbot ran: a daphne worker, a
+    throwaway certificate for app.wsops.test (``initial``: the --cert/--key options),
+    the options every wsdeploy call shares (``common``: pebble's HTTP-01 port as the
+    site's http port) and where certbot puts its lineage (``live``)."""
+    leaf, key, ca = mint(["app.wsops.test"])  # the certificate before certbot's
+    certs = root / "initial"
+    certs.mkdir()
+    write_pem(certs / "fullchain.pem", leaf, ca)
+    write_pem(certs / "privkey.pem", key)
+    socket_path = str(root / "daphne-1.sock")
+    daphne_server(unix_socket=socket_path, extra_args=["--proxy-headers"])
+    https_port = free_port()
+    (root / "logs").mkdir()
+    common = ["--domain", "app.wsops.test", "--upstream", f"unix:{socket_path}",
+              "--http-port", str(pebble.http_port), "--https-port", str(https_port),
+              "--log-dir", str(root / "logs"), "--acme-webroot", str(root / "acme")]
+    return SimpleNamespace(
+        https_port=https_port, common=common, live=root / "letsencrypt" / "live" /
+        "app.wsops.test", initial=["--cert", str(certs / "fullchain.pem"), "--key",
+                                   str(certs / "privkey.pem")])

@@ -21,7 +21,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from tests.conftest import free_port, require_tool, wait_for_port
-from tests.frontends import sslyze_binary, wait_for, write_pem
+from tests.frontends import certbot_stage, sslyze_binary, wait_for, write_pem
 from wsops import tickets, tokens
 from wsops.deploy import apache, caddy
 from wsops.deploy.certs import mint
@@ -283,22 +283,10 @@ async def test_certbot_issues_through_the_rendered_apache_and_the_hook_reloads(
         pebble, world_readable_dir, daphne_server):
     require_tool("certbot")
     root = world_readable_dir
-    leaf, key, ca = mint(["app.wsops.test"])  # the certificate before certbot's
-    certs = root / "initial"
-    certs.mkdir()
-    write_pem(certs / "fullchain.pem", leaf, ca)
-    write_pem(certs / "privkey.pem", key)
-    socket_path = str(root / "daphne-1.sock")
-    daphne_server(unix_socket=socket_path, extra_args=["--proxy-headers"])
-    https_port = free_port()
-    live = root / "letsencrypt" / "live" / "app.wsops.test"
+    stage = certbot_stage(root, pebble, daphne_server)
+    common, live, https_port = stage.common, stage.live, stage.https_port
     site = root / "site.conf"
-    (root / "logs").mkdir()
-    common = ["--domain", "app.wsops.test", "--upstream", f"unix:{socket_path}",
-              "--http-port", str(pebble.http_port), "--https-port", str(https_port),
-              "--log-dir", str(root / "logs"), "--acme-webroot", str(root / "acme")]
-    render("apache", site, *common, "--cert", str(certs / "fullchain.pem"),
-           "--key", str(certs / "privkey.pem"))
+    render("apache", site, *common, *stage.initial)
     server = Apache(root, site)
     server.start(https_port)
     try:

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from tests.conftest import free_port, require_tool, wait_for_port
-from tests.frontends import sslyze_binary, wait_for, write_pem
+from tests.frontends import certbot_stage, sslyze_binary, wait_for, write_pem
 from wsops import tickets, tokens
 from wsops.deploy.certs import mint
 from wsops.deploy.nginx import minimal_conf
@@ -263,22 +263,10 @@ async def test_tls_is_mozilla_compliant_per_sslyze(stack, request):
 async def test_certbot_issues_through_the_rendered_nginx_and_the_hook_reloads(
         pebble, tmp_path, daphne_server):
     require_tool("certbot")
-    leaf, key, ca = mint(["app.wsops.test"])  # the certificate before certbot's
-    certs = tmp_path / "initial"
-    certs.mkdir()
-    write_pem(certs / "fullchain.pem", leaf, ca)
-    write_pem(certs / "privkey.pem", key)
-    socket_path = str(tmp_path / "daphne-1.sock")
-    daphne_server(unix_socket=socket_path, extra_args=["--proxy-headers"])
-    https_port = free_port()
-    live = tmp_path / "letsencrypt" / "live" / "app.wsops.test"
+    stage = certbot_stage(tmp_path, pebble, daphne_server)
+    common, live, https_port = stage.common, stage.live, stage.https_port
     site = tmp_path / "site.conf"
-    (tmp_path / "logs").mkdir()
-    common = ["--domain", "app.wsops.test", "--upstream", f"unix:{socket_path}",
-              "--http-port", str(pebble.http_port), "--https-port", str(https_port),
-              "--log-dir", str(tmp_path / "logs"), "--acme-webroot", str(tmp_path / "acme")]
-    render_site(site, *common, "--cert", str(certs / "fullchain.pem"),
-                "--key", str(certs / "privkey.pem"))
+    render_site(site, *common, *stage.initial)
     server = Nginx(tmp_path, site)
     server.start(https_port)
     try:

@@ -373,10 +373,8 @@ def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
             tokens.where if tokens else path,
             f"ServerTokens is {tokens.args[0] if tokens and tokens.args else 'Full (not set)'}",
             "Apache", hint="ServerTokens Prod and ServerSignature Off in the main config."))
-    uncovered = frontend.uncovered_hosts([n for h in tls_hosts for n in h.names])
-    if tls_hosts and uncovered:
-        messages.append(frontend.names_uncovered(
-            path, uncovered, "ServerName/ServerAlias",
-            hint="Add them as ServerAlias (wsdeploy apache --domain)."))
+    messages.extend(frontend.names_uncovered(
+        path, [h.names for h in tls_hosts], "ServerName/ServerAlias",
+        hint="Add them as ServerAlias (wsdeploy apache --domain)."))
     return messages
 

@@ -228,9 +228,7 @@ def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
         messages.extend(check_logs(config, server, where))
         for prefix in websocket_prefixes:
             messages.extend(check_proxies(server, prefix, where))
-    uncovered = frontend.uncovered_hosts([n for s in tls_servers for n in s.names])
-    if tls_servers and uncovered:
-        messages.append(frontend.names_uncovered(
-            path, uncovered, "site address", hint="Add them to the site's addresses "
-                                                  "(wsdeploy caddy --domain)."))
+    messages.extend(frontend.names_uncovered(
+        path, [s.names for s in tls_servers], "site address",
+        hint="Add them to the site's addresses (wsdeploy caddy --domain)."))
     return messages

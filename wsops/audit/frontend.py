@@ -92,10 +92,15 @@ def short_timeout(where: str, what: str, hint: str) -> CheckMessage:
                    "interval: idle sockets are cut.", hint=hint, id="wsops.W104")
 
 
-def names_uncovered(where: str, uncovered: list[str], names_word: str, hint: str
-                    ) -> CheckMessage:
-    return Warning(f"{where}: no TLS {names_word} covers ALLOWED_HOSTS {', '.join(uncovered)}.",
-                   hint=hint, id="wsops.W105")
+def names_uncovered(where: str, tls_names: list[list[str]], names_word: str, hint: str
+                    ) -> list[CheckMessage]:
+    """W105 when there are TLS servers (``tls_names``: each one's names) and some host of
+    ``ALLOWED_HOSTS`` is named by none of them."""
+    uncovered = uncovered_hosts([name for names in tls_names for name in names])
+    if not tls_names or not uncovered:
+        return []
+    return [Warning(f"{where}: no TLS {names_word} covers ALLOWED_HOSTS "
+                    f"{', '.join(uncovered)}.", hint=hint, id="wsops.W105")]
 
 
 def version_revealed(where: str, what: str, server: str, hint: str) -> CheckMessage:

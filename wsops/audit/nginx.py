@@ -260,10 +260,8 @@ def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
             messages.append(frontend.version_revealed((tokens or server.block).where,
                                                       "server_tokens is on", "nginx",
                                                       hint="server_tokens off;"))
-    uncovered = frontend.uncovered_hosts([n for s in tls_servers for n in s.names])
-    if tls_servers and uncovered:
-        messages.append(frontend.names_uncovered(
-            path, uncovered, "server_name",
-            hint="Add them to server_name (wsdeploy nginx --domain)."))
+    messages.extend(frontend.names_uncovered(
+        path, [s.names for s in tls_servers], "server_name",
+        hint="Add them to server_name (wsdeploy nginx --domain)."))
     return messages
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import templates, trial
@@ -65,21 +65,19 @@ def _error_line(output: str) -> str:
     return re.sub(r"^\[[^]]*\] ", "", lines[0]) if lines else output.strip()
 
 
-def check(context: DeployContext, render_site: object) -> trial.CheckResult:
+def _run(binary: str, prefix: Path, site: Path) -> tuple[bool, str]:
+    conf = prefix / "apache2.conf"
+    conf.write_text(trial_conf(prefix, site))
+    # apachectl reads /etc/apache2/envvars on Debian; -f replaces the whole config.
+    result = subprocess.run([binary, "-t", "-f", str(conf)], capture_output=True, text=True,
+                            timeout=30, env={**os.environ, "LANG": "C"})
+    return result.returncode == 0, result.stderr + result.stdout
+
+
+def check(context: DeployContext, render_site: Callable[[DeployContext], str]
+          ) -> trial.CheckResult:
     """Render the site for a throwaway ServerRoot and run ``apachectl -t`` on it."""
-    binary = find_apachectl() or find_httpd()
-    if binary is None or modules_dir() is None:
-        return trial.CheckResult(False, "Apache is not installed (Debian: apt-get install "
-                                        "apache2)", [])
-    with tempfile.TemporaryDirectory(prefix="wsops-apache-check-") as tmp:
-        prefix = Path(tmp)
-        attempt, notes = trial.context_for(context, prefix)
-        site = prefix / "site.conf"
-        site.write_text(render_site(attempt))  # type: ignore[operator]
-        conf = prefix / "apache2.conf"
-        conf.write_text(trial_conf(prefix, site))
-        # apachectl reads /etc/apache2/envvars on Debian; -f replaces the whole config.
-        result = subprocess.run([binary, "-t", "-f", str(conf)], capture_output=True,
-                                text=True, timeout=30, env={**os.environ, "LANG": "C"})
-        output = (result.stderr + result.stdout).replace(str(prefix), "<check>")
-        return trial.CheckResult(result.returncode == 0, output, notes, _error_line(output))
+    return trial.run_check(context, render_site, server="apache",
+                           binary=(find_apachectl() or find_httpd()) if modules_dir() else None,
+                           package="apache2", site_name="site.conf", run=_run,
+                           error_line=_error_line)

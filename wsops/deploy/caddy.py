@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,27 +49,20 @@ def error_line(output: str) -> str:
     return (errors or lines or [""])[0]
 
 
-def check(context: DeployContext, render_site: object) -> trial.CheckResult:
+def _run(binary: str, prefix: Path, caddyfile: Path) -> tuple[bool, str]:
+    env = isolated_env(prefix)
+    config, output = adapt(binary, caddyfile, env)
+    if config is None:
+        return False, output
+    result = subprocess.run([binary, "validate", "--config", str(caddyfile), "--adapter",
+                             "caddyfile"], capture_output=True, text=True, timeout=60, env=env)
+    return result.returncode == 0, result.stderr + result.stdout
+
+
+def check(context: DeployContext, render_site: Callable[[DeployContext], str]
+          ) -> trial.CheckResult:
     """Render the Caddyfile for a throwaway directory; ``caddy adapt``, then ``validate``."""
-    binary = find_caddy()
-    if binary is None:
-        return trial.CheckResult(False, "caddy is not installed (Debian: apt-get install "
-                                        "caddy)", [])
-    with tempfile.TemporaryDirectory(prefix="wsops-caddy-check-") as tmp:
-        prefix = Path(tmp)
-        attempt, notes = trial.context_for(context, prefix)
-        attempt = replace(attempt, caddy_admin="off")
-        caddyfile = prefix / "Caddyfile"
-        caddyfile.write_text(render_site(attempt))  # type: ignore[operator]
-        env = isolated_env(prefix)
-        config, output = adapt(binary, caddyfile, env)
-        if config is not None:
-            result = subprocess.run([binary, "validate", "--config", str(caddyfile),
-                                     "--adapter", "caddyfile"], capture_output=True, text=True,
-                                    timeout=60, env=env)
-            output = result.stderr + result.stdout
-            ok = result.returncode == 0
-        else:
-            ok = False
-        output = output.replace(str(prefix), "<check>")
-        return trial.CheckResult(ok, output, notes, error_line(output))
+    return trial.run_check(context, render_site, server="caddy", binary=find_caddy(),
+                           package="caddy", site_name="Caddyfile", run=_run,
+                           error_line=error_line,
+                           adjust=lambda attempt: replace(attempt, caddy_admin="off"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import trial
@@ -62,21 +62,18 @@ def _error_line(output: str) -> str:
     return re.sub(r"^[\d/]+ [\d:]+ (\[\w+\]) \d+#\d+: ", r"\1 ", line)
 
 
-def check(context: DeployContext, render_site: object) -> trial.CheckResult:
+def _run(binary: str, prefix: Path, site: Path) -> tuple[bool, str]:
+    (prefix / "temp").mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(minimal_conf(prefix, site))
+    result = subprocess.run([binary, "-t", "-q", "-p", str(prefix), "-c", str(conf)],
+                            capture_output=True, text=True, timeout=30)
+    return result.returncode == 0, result.stderr + result.stdout
+
+
+def check(context: DeployContext, render_site: Callable[[DeployContext], str]
+          ) -> trial.CheckResult:
     """Render the site for a throwaway prefix and run ``nginx -t`` on it."""
-    binary = find_nginx()
-    if binary is None:
-        return trial.CheckResult(False, "nginx is not installed (Debian: apt-get install "
-                                        "nginx-light)", [])
-    with tempfile.TemporaryDirectory(prefix="wsops-nginx-check-") as tmp:
-        prefix = Path(tmp)
-        (prefix / "temp").mkdir()
-        attempt, notes = trial.context_for(context, prefix)
-        site = prefix / "site.conf"
-        site.write_text(render_site(attempt))  # type: ignore[operator]
-        conf = prefix / "nginx.conf"
-        conf.write_text(minimal_conf(prefix, site))
-        result = subprocess.run([binary, "-t", "-q", "-p", str(prefix), "-c", str(conf)],
-                                capture_output=True, text=True, timeout=30)
-        output = (result.stderr + result.stdout).replace(str(prefix), "<check>")
-        return trial.CheckResult(result.returncode == 0, output, notes, _error_line(output))
+    return trial.run_check(context, render_site, server="nginx", binary=find_nginx(),
+                           package="nginx-light", site_name="site.conf", run=_run,
+                           error_line=_error_line)

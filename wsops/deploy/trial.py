@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,3 +56,23 @@ def context_for(context: DeployContext, directory: Path) -> tuple[DeployContext,
         notes.append(f"{context.cert} does not exist yet: checked with a throwaway "
                      "certificate")
     return attempt, notes
+
+
+def run_check(context: DeployContext, render_site: Callable[[DeployContext], str], *,
+              server: str, binary: str | None, package: str, site_name: str,
+              run: Callable[[str, Path, Path], tuple[bool, str]],
+              error_line: Callable[[str], str],
+              adjust: Callable[[DeployContext], DeployContext] | None = None) -> CheckResult:
+    """Render the site as ``site_name`` in a throwaway directory and ``run(binary,
+    directory, site)`` the server's checker on it: (ok, its output)."""
+    if binary is None:
+        return CheckResult(False, f"{server} is not installed (Debian: apt-get install "
+                                  f"{package})", [])
+    with tempfile.TemporaryDirectory(prefix=f"wsops-{server}-check-") as tmp:
+        prefix = Path(tmp)
+        attempt, notes = context_for(context, prefix)
+        site = prefix / site_name
+        site.write_text(render_site(adjust(attempt) if adjust else attempt))
+        ok, output = run(binary, prefix, site)
+        output = output.replace(str(prefix), "<check>")
+        return CheckResult(ok, output, notes, error_line(output))
