@@ -3,15 +3,19 @@ sslyze. The local ACME server (``pebble``) is a fixture in conftest.py."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from channels.db import database_sync_to_async
 from cryptography.hazmat.primitives import serialization
 
 from tests.conftest import ROOT, free_port, require_tool
+from wsops import tokens
 from wsops.deploy.certs import _pem_key, mint
+from wsops.testing import LiveSocket
 
 
 def write_pem(path: Path, *items) -> Path:
@@ -59,3 +63,40 @@ def certbot_stage(root: Path, pebble, daphne_server) -> SimpleNamespace:
         https_port=https_port, common=common, live=root / "letsencrypt" / "live" /
         "app.wsops.test", initial=["--cert", str(certs / "fullchain.pem"), "--key",
                                    str(certs / "privkey.pem")])
+
+
+async def assert_real_client_address(stack, make_user) -> None:
+    """wss through the front end from 127.0.0.2 with a forged X-Forwarded-For: the socket
+    works, and the app sees 127.0.0.2 (neither the proxy's address nor the forged one)."""
+    user = await database_sync_to_async(make_user)("alice")
+    secret = (await database_sync_to_async(tokens.issue)(user))[1]
+    url = f"wss://localhost:{stack.https_port}/ws/chat/lobby/"
+    client = await LiveSocket.open(url, token=secret, ssl=stack.ssl,
+                                   headers={"X-Forwarded-For": "6.6.6.6"},
+                                   local_addr=("127.0.0.2", 0), host="127.0.0.1")
+    assert client.accepted and client.subprotocol == "wsops"
+    await client.send_json({"action": "echo", "text": "through the front end"})
+    assert (await client.recv_json())["text"] == "through the front end"
+    await client.send_json({"action": "whoami"})
+    me = await client.recv_json()
+    assert me["ip"] == "127.0.0.2"
+    await client.close()
+
+
+def assert_redirects_and_serves_acme(stack) -> None:
+    """Plain http: a redirect to https (path and query kept), except the ACME challenge,
+    served from the webroot."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10)
+    connection.request("GET", "/ws/chat/lobby/?x=1", headers={"Host": "localhost"})
+    response = connection.getresponse()
+    assert response.status == 301
+    assert response.getheader("Location") == \
+        f"https://localhost:{stack.https_port}/ws/chat/lobby/?x=1"
+    challenge = stack.acme / ".well-known" / "acme-challenge"
+    challenge.mkdir(parents=True)
+    (challenge / "token123").write_text("proof")
+    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10)
+    connection.request("GET", "/.well-known/acme-challenge/token123",
+                       headers={"Host": "localhost"})
+    response = connection.getresponse()
+    assert (response.status, response.read()) == (200, b"proof")

@@ -20,8 +20,15 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 
-from tests.conftest import free_port, require_tool, wait_for_port
-from tests.frontends import certbot_stage, sslyze_binary, wait_for, write_pem
+from tests.conftest import evil_page, free_port, require_tool, wait_for_port
+from tests.frontends import (
+    assert_real_client_address,
+    assert_redirects_and_serves_acme,
+    certbot_stage,
+    sslyze_binary,
+    wait_for,
+    write_pem,
+)
 from wsops import tickets, tokens
 from wsops.deploy import apache, caddy
 from wsops.deploy.certs import mint
@@ -160,36 +167,11 @@ def stack(request, serve_front):
 
 
 async def test_wss_through_the_front_end_sees_the_real_client_address(stack, make_user):
-    user = await database_sync_to_async(make_user)("alice")
-    secret = (await database_sync_to_async(tokens.issue)(user))[1]
-    url = f"wss://localhost:{stack.https_port}/ws/chat/lobby/"
-    client = await LiveSocket.open(url, token=secret, ssl=stack.ssl,
-                                   headers={"X-Forwarded-For": "6.6.6.6"},
-                                   local_addr=("127.0.0.2", 0), host="127.0.0.1")
-    assert client.accepted and client.subprotocol == "wsops"
-    await client.send_json({"action": "echo", "text": "through the front end"})
-    assert (await client.recv_json())["text"] == "through the front end"
-    await client.send_json({"action": "whoami"})
-    me = await client.recv_json()
-    assert me["ip"] == "127.0.0.2"  # not the proxy's address, not the forged one
-    await client.close()
+    await assert_real_client_address(stack, make_user)
 
 
 async def test_plain_http_redirects_and_serves_only_acme(stack):
-    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10)
-    connection.request("GET", "/ws/chat/lobby/?x=1", headers={"Host": "localhost"})
-    response = connection.getresponse()
-    assert response.status == 301
-    assert response.getheader("Location") == \
-        f"https://localhost:{stack.https_port}/ws/chat/lobby/?x=1"
-    challenge = stack.acme / ".well-known" / "acme-challenge"
-    challenge.mkdir(parents=True)
-    (challenge / "token123").write_text("proof")
-    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=10)
-    connection.request("GET", "/.well-known/acme-challenge/token123",
-                       headers={"Host": "localhost"})
-    response = connection.getresponse()
-    assert (response.status, response.read()) == (200, b"proof")
+    assert_redirects_and_serves_acme(stack)
 
 
 def https_get(stack, path: str) -> http.client.HTTPResponse:
@@ -245,13 +227,7 @@ async def test_tls_is_mozilla_compliant_per_sslyze(serve_front, server, profile)
     assert "OK - Compliant" in result.stdout, result.stdout[-3000:]
 
 
-EVIL_PAGE = """<!doctype html><html><body><script>
-window.result = new Promise((resolve) => {
-  const socket = new WebSocket("wss://localhost:%(port)d/ws/chat/lobby/");
-  socket.onopen = () => resolve("open");
-  socket.onerror = () => resolve("refused");
-});
-</script></body></html>"""
+
 
 
 @pytest.mark.parametrize("server", ["apache", "caddy"])
@@ -260,7 +236,7 @@ async def test_chromium_cross_site_page_is_refused_through_the_front_end(
     executable, async_playwright = chromium
     stack = serve_front(server, wsops={"ALLOWED_ORIGINS": ["https://localhost"]})
     pages, evil_origin = evil_site
-    pages["/evil.html"] = EVIL_PAGE % {"port": stack.https_port}
+    pages["/evil.html"] = evil_page(f"wss://localhost:{stack.https_port}/ws/chat/lobby/")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=executable,

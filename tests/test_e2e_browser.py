@@ -7,17 +7,11 @@ import re
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.conftest import free_port
+from tests.conftest import evil_page, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-EVIL_PAGE = """<!doctype html><html><body><script>
-window.result = new Promise((resolve) => {
-  const socket = new WebSocket("ws://127.0.0.1:%(port)d/ws/chat/lobby/");
-  socket.onopen = () => resolve("open");
-  socket.onerror = () => resolve("refused");
-});
-</script></body></html>"""
+
 
 
 async def test_cross_site_page_is_refused_and_own_page_chats(daphne_server, make_user,
@@ -28,7 +22,7 @@ async def test_cross_site_page_is_refused_and_own_page_chats(daphne_server, make
     server = daphne_server(port=port, wsops={"ALLOWED_ORIGINS": [app]})
     await database_sync_to_async(make_user)("browser", perms=("chat.send_message",))
     pages, evil_origin = evil_site
-    pages["/evil.html"] = EVIL_PAGE % {"port": port}
+    pages["/evil.html"] = evil_page(f"ws://127.0.0.1:{port}/ws/chat/lobby/")
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(

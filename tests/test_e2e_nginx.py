@@ -14,7 +14,14 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from tests.conftest import free_port, require_tool, wait_for_port
-from tests.frontends import certbot_stage, sslyze_binary, wait_for, write_pem
+from tests.frontends import (
+    assert_real_client_address,
+    assert_redirects_and_serves_acme,
+    certbot_stage,
+    sslyze_binary,
+    wait_for,
+    write_pem,
+)
 from wsops import tickets, tokens
 from wsops.deploy.certs import mint
 from wsops.deploy.nginx import minimal_conf
@@ -101,34 +108,11 @@ def stack(request, serve_site):
 
 
 async def test_wss_through_nginx_sees_the_real_client_address(stack, make_user):
-    user = await database_sync_to_async(make_user)("alice")
-    secret = (await database_sync_to_async(tokens.issue)(user))[1]
-    url = f"wss://localhost:{stack.https_port}/ws/chat/lobby/"
-    socket = await LiveSocket.open(url, token=secret, ssl=stack.ssl,
-                                   headers={"X-Forwarded-For": "6.6.6.6"},
-                                   local_addr=("127.0.0.2", 0), host="127.0.0.1")
-    assert socket.accepted and socket.subprotocol == "wsops"
-    await socket.send_json({"action": "echo", "text": "through nginx"})
-    assert (await socket.recv_json())["text"] == "through nginx"
-    await socket.send_json({"action": "whoami"})
-    me = await socket.recv_json()
-    assert me["ip"] == "127.0.0.2"  # not nginx's address, not the forged one
-    await socket.close()
+    await assert_real_client_address(stack, make_user)
 
 
 async def test_plain_http_redirects_and_serves_only_acme(stack):
-    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=5)
-    connection.request("GET", "/ws/chat/lobby/?x=1", headers={"Host": "localhost"})
-    response = connection.getresponse()
-    assert response.status == 301
-    assert response.getheader("Location") == \
-        f"https://localhost:{stack.https_port}/ws/chat/lobby/?x=1"
-    (stack.acme / ".well-known" / "acme-challenge").mkdir(parents=True)
-    (stack.acme / ".well-known" / "acme-challenge" / "token123").write_text("proof")
-    connection = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=5)
-    connection.request("GET", "/.well-known/acme-challenge/token123",
-                       headers={"Host": "localhost"})
-    assert connection.getresponse().read() == b"proof"
+    assert_redirects_and_serves_acme(stack)
 
 
 async def test_websocket_access_log_has_no_query_string(stack, make_user):
