@@ -346,3 +346,23 @@ def _issuer(pem: str) -> str:
     from cryptography import x509
 
     return x509.load_pem_x509_certificate(pem.encode()).issuer.rfc4514_string()
+
+
+async def test_a_worker_down_leaves_no_ticket_in_any_log(stack):
+    """The front end's own error log records a request daphne never answered: with the
+    query string (and a ticket) for nginx (see DEPLOY.md); not for the Apache site or the
+    Caddyfile."""
+    for worker in stack.workers:
+        worker.stop()
+    secret = "wst_tkt_" + "s3cr3t" * 4
+    url = f"wss://localhost:{stack.https_port}/ws/chat/lobby/?ticket={secret}"
+    refused = await LiveSocket.open(url, ssl=stack.ssl, host="127.0.0.1")
+    assert refused.status in (502, 503)
+    files = [stack.root / "error.log", stack.root / "caddy.log",
+             *(stack.logs / name for name in stack.front.log_names)]
+
+    def text() -> str:
+        return "".join(f.read_text(errors="replace") for f in files if f.exists())
+
+    wait_for(lambda: text().count("/ws/chat/lobby/") >= 1, message="the refusal logged")
+    assert secret not in text(), text()[-4000:]

@@ -193,25 +193,39 @@ def _logger(config: dict[str, Any], server: Server) -> list[tuple[str, dict[str,
                                                             defined.get("default") or {})]
 
 
+def _recorded(logger: dict[str, Any]) -> list[str]:
+    """What of SECRET_FIELDS a logger writes: all of it unless its encoder filters."""
+    encoder = logger.get("encoder") or {}
+    fields = encoder.get("fields", {}) if encoder.get("format") == "filter" else {}
+    deleted = {key for key, flt in fields.items() if flt.get("filter") == "delete"}
+    cleaned = {key for key, flt in fields.items()
+               if key == "request>uri" and flt.get("filter") in ("regexp", "query")}
+    return [what for key, what in SECRET_FIELDS.items() if key not in cleaned
+            and not any(key == d or key.startswith(d + ">") for d in deleted)]
+
+
+LOG_HINT = ('format filter { wrap json; fields { request>uri regexp "\\?.*$" ""; '
+            "request>headers>Sec-Websocket-Protocol delete; request>headers>Authorization "
+            "delete; request>headers>Cookie delete } } (wsdeploy caddy does)")
+
+
 def check_logs(config: dict[str, Any], server: Server, where: str) -> list[CheckMessage]:
-    messages: list[CheckMessage] = []
-    for name, logger in _logger(config, server):
-        encoder = logger.get("encoder") or {}
-        fields = encoder.get("fields", {}) if encoder.get("format") == "filter" else {}
-        deleted = {key for key, flt in fields.items() if flt.get("filter") == "delete"}
-        cleaned = [key for key, flt in fields.items()
-                   if key == "request>uri" and flt.get("filter") in ("regexp", "query")]
-        recorded = [what for key, what in SECRET_FIELDS.items()
-                    if key not in cleaned and not any(key == d or key.startswith(d + ">")
-                                                      for d in deleted)]
-        if recorded:
-            messages.append(frontend.secrets_logged(
-                where, f"the access log ({name}) records {', '.join(recorded)}",
-                hint='log { format filter { wrap json; fields { request>uri regexp "\\?.*$" ""; '
-                     "request>headers>Sec-Websocket-Protocol delete; "
-                     "request>headers>Authorization delete; request>headers>Cookie delete } } } "
-                     "(wsdeploy caddy does)."))
-    return messages
+    return [frontend.secrets_logged(where, f"the access log ({name}) records "
+                                           f"{', '.join(recorded)}",
+                                    hint=f"In the site's log {{ }}: {LOG_HINT}.")
+            for name, logger in _logger(config, server) if (recorded := _recorded(logger))]
+
+
+def check_default_log(config: dict[str, Any], path: str) -> list[CheckMessage]:
+    """Caddy's default logger writes a request that failed upstream (a daphne worker down)
+    with its URI and headers."""
+    default = config.get("logging", {}).get("logs", {}).get("default") or {}
+    if recorded := _recorded(default):
+        return [frontend.secrets_logged(
+            f"{path} (Caddy's default log)", "requests that fail upstream (a daphne worker "
+            f"down) are logged with {', '.join(recorded)}",
+            hint=f"In the global options: log default {{ output stderr; {LOG_HINT} }}.")]
+    return []
 
 
 def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
@@ -228,6 +242,8 @@ def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
         messages.extend(check_logs(config, server, where))
         for prefix in websocket_prefixes:
             messages.extend(check_proxies(server, prefix, where))
+    if tls_servers:
+        messages.extend(check_default_log(config, path))
     messages.extend(frontend.names_uncovered(
         path, [s.names for s in tls_servers], "site address",
         hint="Add them to the site's addresses (wsdeploy caddy --domain)."))
