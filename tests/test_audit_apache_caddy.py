@@ -278,3 +278,12 @@ def test_missing_config_is_a_usage_error(option):
         call_command("wssecure", "check", option, "/nonexistent/site.conf",
                      stdout=io.StringIO(), stderr=io.StringIO())
     assert error.value.returncode == 2 and "/nonexistent/site.conf" in str(error.value)
+
+
+def test_apache_proxypass_order_decides_the_websocket_route(tmp_path, hosts):
+    """httpd uses the first matching ProxyPass: a catch-all before /ws/ takes the sockets."""
+    site = APACHE_SITE.replace("    ProxyPass /ws/ balancer://daphne/ws/\n", "").replace(
+        "    ProxyPass / balancer://daphne/\n",
+        "    ProxyPass / http://127.0.0.1:9000/\n    ProxyPass /ws/ balancer://daphne/ws/\n")
+    found = apache.check(write_apache(tmp_path, site), ["/ws/"])
+    assert ids(found) == {"wsops.E103"} and "app.conf:15:" in found[0].msg  # the catch-all

@@ -214,25 +214,20 @@ class Proxying:
 
 
 def proxy_for(host: Host, prefix: str) -> Proxying | None:
-    best: tuple[int, Block, str, list[str]] | None = None
-    for directive in walk(host.block):
-        if directive.name == "proxypass" and len(directive.args) >= 2 \
-                and prefix.startswith(directive.args[0]):
-            path, target, params = directive.args[0], directive.args[1], directive.args[2:]
-        elif directive.name == "location" and directive.args and \
-                prefix.startswith(directive.args[-1]):
-            inner = directive.first("proxypass")
-            if inner is None or not inner.args:
-                continue
-            path, target, params = directive.args[-1], inner.args[0], inner.args[1:]
-            directive = inner
-        else:
-            continue
-        if best is None or len(path) > best[0]:
-            best = (len(path), directive, target, params)
-    if best is None or best[2] == "!":
+    """How httpd proxies a request under ``prefix``: the last matching ``<Location>`` with its
+    own ProxyPass, else the first ProxyPass whose path prefixes it (httpd tries them in
+    order); None when it is not proxied (``ProxyPass /path !`` or no match)."""
+    chosen: tuple[Block, str, list[str]] | None = None
+    for location in host.block.all("location"):
+        inner = location.first("proxypass")
+        if location.args and prefix.startswith(location.args[-1]) and inner and inner.args:
+            chosen = (inner, inner.args[0], inner.args[1:])
+    if chosen is None:
+        chosen = next(((d, d.args[1], d.args[2:]) for d in host.block.all("proxypass")
+                       if len(d.args) >= 2 and prefix.startswith(d.args[0])), None)
+    if chosen is None or chosen[1] == "!":
         return None
-    _, directive, target, params = best
+    directive, target, params = chosen
     members: list[Block] = []
     if target.lower().startswith("balancer://"):
         name = target.lower().split("/")[2]
