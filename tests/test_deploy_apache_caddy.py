@@ -100,6 +100,15 @@ def test_caddyfile_with_a_certificate_serves_certbots_webroot():
     assert "\treverse_proxy 127.0.0.1:9000 {" in site
 
 
+def test_caddy_gets_no_wildcard_without_a_certificate():
+    with pytest.raises(CommandError, match="Caddy's automatic HTTPS cannot validate") as error:
+        wsdeploy("caddy", "--domain", "*.example.com")
+    assert error.value.returncode == 2
+    site, _ = wsdeploy("caddy", "--domain", "*.example.com", "--cert", "/etc/c.pem", "--key",
+                       "/etc/k.pem")
+    assert "*.example.com {" in site
+
+
 def test_cert_and_key_go_together():
     with pytest.raises(CommandError, match="--cert and --key go together") as error:
         wsdeploy("caddy", "--domain", "a.example.com", "--cert", "/etc/c.pem")

@@ -130,8 +130,8 @@ def domain(value: Any, option: str, *, webroot: bool) -> str:
     name = hostname(value, option, wildcard=True)
     if webroot and name.startswith("*."):
         raise DeployError(f"{option} {name!r} is a wildcard: certbot's webroot (HTTP-01) "
-                          "method cannot validate wildcards; use a DNS-01 plugin, or list the "
-                          "host names")
+                          "method and Caddy's automatic HTTPS cannot validate wildcards; use a "
+                          "DNS-01 plugin, or list the host names")
     return name
 
 

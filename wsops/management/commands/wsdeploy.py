@@ -161,7 +161,11 @@ class Command(WsopsCommand):
             for key in ("output", "template"):
                 if options.get(key) is not None:
                     validate.local_path(options[key], f"--{key}")
-            context = deploy_context.build(options, webroot=subcommand in ("certbot", "all"),
+            # certbot's webroot and Caddy's automatic HTTPS validate names over HTTP (or
+            # TLS-ALPN), which cannot prove a wildcard.
+            http_validated = subcommand in ("certbot", "all") or (
+                subcommand == "caddy" and not options.get("cert"))
+            context = deploy_context.build(options, webroot=http_validated,
                                            units=subcommand in ("daphne", "all"))
         except DeployError as error:
             self.fail(str(error))
