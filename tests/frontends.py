@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from channels.db import database_sync_to_async
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import ROOT, free_port, require_tool
+from tests.helpers import ROOT, free_port, require_tool
 from wsops import tokens
 from wsops.deploy.certs import _pem_key, mint
 from wsops.testing import LiveSocket

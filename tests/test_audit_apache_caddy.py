@@ -7,7 +7,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from wsops.audit import apache, caddy
 from wsops.audit.frontend import ConfigError
 

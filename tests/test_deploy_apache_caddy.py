@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from tests.test_deploy import BENIGN, CONTROL, HOSTILE, QUOTED, wsdeploy
 
 pytestmark = pytest.mark.django_db

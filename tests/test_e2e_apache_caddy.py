@@ -20,7 +20,6 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 
-from tests.conftest import evil_page, free_port, require_tool, wait_for_port
 from tests.frontends import (
     assert_real_client_address,
     assert_redirects_and_serves_acme,
@@ -29,6 +28,7 @@ from tests.frontends import (
     wait_for,
     write_pem,
 )
+from tests.helpers import evil_page, free_port, require_tool, wait_for_port
 from wsops import tickets, tokens
 from wsops.deploy import apache, caddy
 from wsops.deploy.certs import mint

@@ -7,7 +7,7 @@ import re
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.conftest import evil_page, free_port
+from tests.helpers import evil_page, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

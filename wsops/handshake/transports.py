@@ -1,11 +1,13 @@
-"""Finding the credential a WebSocket handshake presents, without trusting it.
+"""Transports: finding the credential a WebSocket handshake presents, without trusting it.
 
 Transports, in the order they are tried (each can be switched off in
 ``WSOPS["TOKEN_TRANSPORTS"]``):
 
 1. ``subprotocol``: ``Sec-WebSocket-Protocol: wsops, <secret>``, the only header
-   a browser's ``new WebSocket(url, protocols)`` can set. The server must answer
-   ``wsops`` or the browser drops the socket.
+   a browser's ``new WebSocket(url, protocols)`` can set. The pair may stand
+   anywhere among the application's own subprotocols; the server answers the
+   application's choice, or ``wsops`` (a browser drops a socket whose answer is
+   not one it offered).
 2. ``header``: ``Authorization: Bearer <secret>`` (non-browser clients).
 3. ``query``: ``?ticket=<ticket>``; long-lived tokens only with ``query_token``
    (a URL ends up in access logs and browser history).
@@ -22,6 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from ..scope import header
 
 SUBPROTOCOL = "wsops"
 TOKEN_PREFIX = "wst_"
@@ -68,21 +72,47 @@ def looks_like_ours(secret: str) -> bool:
     return secret.startswith(TOKEN_PREFIX) or secret.startswith(TICKET_PREFIX)
 
 
+def _offered_credential(offered: list[Any]) -> tuple[Any, bool]:
+    """``(the entry offered as the credential or None, whether the offer is malformed)``.
+
+    The credential is the entry right after the ``wsops`` marker, wherever the pair
+    stands, so an application's own subprotocols may come before or after it
+    (``["graphql-transport-ws", "wsops", "wst_…"]``). A wsops secret anywhere else
+    (without the marker, or a second one) makes the offer malformed: refused, never
+    let in as anonymous with the secret in its scope.
+    """
+    credential = None
+    if SUBPROTOCOL in offered:
+        after = offered.index(SUBPROTOCOL) + 1
+        credential = offered[after] if after < len(offered) else None
+        if credential == SUBPROTOCOL:
+            return None, True
+    stray = [p for p in offered if p is not credential and isinstance(p, str)
+             and looks_like_ours(p)]
+    return credential, bool(stray)
+
+
 def _from_subprotocols(subprotocols: Any) -> Credential | None:
     if not isinstance(subprotocols, (list, tuple)):
         return None
-    if SUBPROTOCOL not in subprotocols:
-        # A wsops secret offered without the "wsops" marker (a client bug): refuse it
-        # rather than let the socket in as anonymous with the secret in its scope.
-        if any(isinstance(p, str) and looks_like_ours(p) for p in subprotocols):
-            return Credential("subprotocol", MALFORMED)
-        return None
-    others = [p for p in subprotocols if p != SUBPROTOCOL]
-    if not others:
-        return None
-    if len(others) != 1 or not isinstance(others[0], str) or len(others[0]) > MAX_SECRET_LENGTH:
+    offered = list(subprotocols)
+    secret, malformed = _offered_credential(offered)
+    if malformed:
         return Credential("subprotocol", MALFORMED)
-    return Credential("subprotocol", classify(others[0]), others[0])
+    if secret is None:
+        return None
+    if not isinstance(secret, str) or len(secret) > MAX_SECRET_LENGTH:
+        return Credential("subprotocol", MALFORMED)
+    return Credential("subprotocol", classify(secret), secret)
+
+
+def application_subprotocols(subprotocols: Any) -> list[Any]:
+    """The offer without the credential and without any wsops secret: the marker and the
+    application's own subprotocols, in the order offered (what consumers may accept)."""
+    offered = list(subprotocols) if isinstance(subprotocols, (list, tuple)) else []
+    secret, _ = _offered_credential(offered)
+    return [p for p in offered if p is not secret
+            and not (isinstance(p, str) and looks_like_ours(p))]
 
 
 def _from_authorization(value: bytes | None) -> Credential | None:
@@ -106,7 +136,7 @@ def _from_query(query_string: bytes) -> Credential | None:
     if b"ticket=" not in query_string and b"token=" not in query_string:
         return None
     try:
-        params = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=50))
+        params = {name: value for name, value in _query_pairs(query_string) if value}
     except ValueError:
         return Credential("query", MALFORMED)
     for name, switch in (("ticket", "query"), ("token", "query_token")):
@@ -117,6 +147,11 @@ def _from_query(query_string: bytes) -> Credential | None:
                 kind = MALFORMED  # a long-lived token passed as a ticket
             return Credential("query", kind, secret, switch)
     return None
+
+
+def _query_pairs(query_string: bytes) -> list[tuple[str, str]]:
+    """The query string's pairs, blank values kept; ValueError past 50 fields."""
+    return parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
 
 
 def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credential | None:
@@ -133,28 +168,25 @@ def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credentia
 
 
 def find_credential(scope: dict[str, Any], transports: tuple[str, ...]) -> Credential | None:
-    """The first credential the handshake presents, in transport order (cached in scope).
+    """The first credential the handshake presents, in transport order.
 
     Every transport is looked at, switched on or not: a wsops token or ticket sent
     where ``TOKEN_TRANSPORTS`` does not allow it (``?token=`` without
     ``query_token``) is refused (``query_token_disabled``), never silently ignored
-    while the secret sits in the scope.
+    while the secret sits in the scope. Called once per handshake, by
+    ``Handshake.parse``.
     """
-    state = scope.setdefault("wsops", {})
-    if "credential" in state:
-        return state["credential"]
     found = _allowed(_from_subprotocols(scope.get("subprotocols")), transports)
     if found is None:
-        for name, value in scope.get("headers") or ():
-            if name == b"authorization":
-                found = _allowed(_from_authorization(value), transports)
-                break
+        found = _allowed(_from_authorization(header(scope, b"authorization")), transports)
     if found is None:
         found = _allowed(_from_query(scope.get("query_string") or b""), transports)
-    state["credential"] = found
-    if found is not None and found.prefix:
-        state["presented_prefix"] = found.prefix
     return found
+
+
+def offers_marker(scope: dict[str, Any]) -> bool:
+    """Whether the client offered the ``wsops`` subprotocol (then it must be answered)."""
+    return SUBPROTOCOL in (scope.get("subprotocols") or ())
 
 
 def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
@@ -165,11 +197,8 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     ``?ticket=`` there is a secret at rest in someone's logs.
     """
     scope = dict(scope)
-    offered = scope.get("subprotocols") or ()
-    if SUBPROTOCOL in offered:
-        scope["subprotocols"] = [SUBPROTOCOL]
-    elif any(isinstance(p, str) and looks_like_ours(p) for p in offered):
-        scope["subprotocols"] = [p for p in offered if not looks_like_ours(str(p))]
+    if scope.get("subprotocols"):
+        scope["subprotocols"] = application_subprotocols(scope["subprotocols"])
     scope["headers"] = [
         (name, value)
         for name, value in scope.get("headers") or ()
@@ -178,8 +207,7 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     query = scope.get("query_string") or b""
     if any(marker in query for marker in (b"ticket=", b"token=", b"wst", b"%")):
         try:
-            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
-            kept = [(k, v) for k, v in pairs
+            kept = [(k, v) for k, v in _query_pairs(query)
                     if k not in ("ticket", "token") and not looks_like_ours(v)]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         except (ValueError, UnicodeEncodeError):
