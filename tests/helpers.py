@@ -158,3 +158,19 @@ def database_name() -> str:
     from django.db import connection
 
     return str(connection.settings_dict["NAME"])
+
+
+EVIL_PAGE = """<!doctype html><html><body><script>
+window.result = new Promise((resolve) => {
+  const socket = new WebSocket(%s);
+  socket.onopen = () => resolve("open");
+  socket.onerror = () => resolve("refused");
+});
+</script></body></html>"""
+
+
+def evil_page(socket_url: str) -> str:
+    """An attacker's page that opens ``socket_url``; ``window.result`` says how it went."""
+    import json
+
+    return EVIL_PAGE % json.dumps(socket_url)

@@ -2,7 +2,10 @@
 
 - ``rules``: settings and ASGI-chain rules (``manage.py check`` / ``check --deploy``).
 - ``asgi``: walks the real ASGI application into a per-route table.
+- ``frontend``: the front-end rules (ids E101-E103, W101-W106) the next three report.
 - ``nginx``: rules for a deployed nginx config (``--nginx-conf``).
+- ``apache``: rules for a deployed Apache config (``--apache-conf``).
+- ``caddy``: rules for a deployed Caddyfile or Caddy JSON config (``--caddyfile``).
 - ``certs``: rules for a certificate chain and key (``--cert``, ``--key``).
 - ``live``: one-line facts about the configured Redis servers (``--live``).
 """

@@ -14,7 +14,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage
 
-from wsops.audit import asgi, certs, live, nginx, rules
+from wsops.audit import apache, asgi, caddy, certs, live, nginx, rules
+from wsops.audit.frontend import ConfigError
 from wsops.management.base import WsopsCommand
 
 LEVELS = {"ERROR": 40, "WARNING": 30, "INFO": 20}
@@ -29,7 +30,8 @@ def as_dict(message: CheckMessage) -> dict[str, Any]:
 class Command(WsopsCommand):
     help = (
         "Audit the project's WebSocket security: the real ASGI middleware chain, settings, "
-        "channel layers and caches; with --nginx-conf/--cert/--key the deployed files; with "
+        "channel layers and caches; with --nginx-conf, --apache-conf or --caddyfile and "
+        "--cert/--key the deployed files; with "
         "--live the Redis servers. Exit status 0 clean, 1 findings at or above --fail-level, "
         "2 usage error."
     )
@@ -46,6 +48,12 @@ class Command(WsopsCommand):
                            help="Exit 1 when a finding is at or above this level "
                                 "(default ERROR).")
         check.add_argument("--nginx-conf", help="An nginx config to audit (includes followed).")
+        check.add_argument("--apache-conf",
+                           help="An Apache config to audit, e.g. /etc/apache2/apache2.conf "
+                                "(includes followed).")
+        check.add_argument("--caddyfile",
+                           help="A Caddyfile (read with `caddy adapt`) or Caddy JSON config "
+                                "to audit.")
         check.add_argument("--cert", help="A PEM certificate chain, e.g. certbot's "
                                           "fullchain.pem.")
         check.add_argument("--key", help="The private key that must match --cert.")
@@ -62,12 +70,14 @@ class Command(WsopsCommand):
             messages += rules.run(rules.DEPLOY_RULES)
         routes = self._routes()
         try:
-            if options["nginx_conf"]:
-                messages += nginx.check(options["nginx_conf"],
-                                        asgi.websocket_prefixes(routes or []))
+            prefixes = asgi.websocket_prefixes(routes or [])
+            for option, audit in (("nginx_conf", nginx), ("apache_conf", apache),
+                                  ("caddyfile", caddy)):
+                if options[option]:
+                    messages += audit.check(options[option], prefixes)
             if options["cert"]:
                 messages += certs.check(options["cert"], options["key"], options["expiry_days"])
-        except nginx.ConfigError as error:
+        except ConfigError as error:
             self.fail(str(error))
         if options["live"]:
             messages += live.check()
