@@ -30,16 +30,24 @@ from wsops.deploy.certs import mint
 BARE = ROOT / "tests" / "bareproject"
 
 
-def probe(*args: str) -> tuple[int, str]:
-    """(exit status, stdout) of ``wssecure probe``, as the command line would see them."""
+def wssecure(*args: str) -> tuple[int, str]:
+    """(exit status, stdout or the usage error) of ``wssecure``, as the command line sees."""
     out = io.StringIO()
     try:
-        call_command("wssecure", "probe", *args, stdout=out, stderr=io.StringIO())
+        call_command("wssecure", *args, stdout=out, stderr=io.StringIO())
     except SystemExit as done:
         return int(done.code), out.getvalue()
     except CommandError as error:
         return error.returncode, str(error)
     return 0, out.getvalue()
+
+
+def probe(*args: str) -> tuple[int, str]:
+    return wssecure("probe", *args)
+
+
+def wssecure_check(*args: str) -> tuple[int, str]:
+    return wssecure("check", *args)
 
 
 def ids(report: str) -> set[str]:
@@ -97,6 +105,45 @@ def test_example_behind_rendered_nginx_probes_clean_at_error(serve_site, make_us
     status, _ = probe(url, "--token", secret, "--http-port", str(stack.http_port),
                       "--fail-level", "WARNING", "--json")
     assert status == (1 if warnings else 0)
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_accept_then_close_refusals_are_refusals_reported_per_probe(daphne_server, make_user,
+                                                                    monkeypatch):
+    """REJECT_WITH="close_code": every refusal is a 101 and then a close; none of them may
+    be mistaken for an accepted socket, and the report tells clients which code means what."""
+    server = daphne_server(wsops={"REJECT_WITH": "close_code"})
+    secret = tokens.issue(make_user("alice"))[1]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(secret + "\n"))  # out of ps' sight
+    status, report = probe(server.url(), "--token", "-", "--json")
+    assert status == 0, report
+    assert not {"wsops.P001", "wsops.P002", "wsops.P003", "wsops.P010", "wsops.P011",
+                "wsops.P012", "wsops.P014"} & ids(report), report
+    refused = {r["probe"]: r["outcome"] for r in json.loads(report)["refusals"]}
+    assert refused["no credential"] == "accepted, then closed with 4401"
+    assert refused["an invalid token"] == "accepted, then closed with 4401"
+    assert refused["Origin https://evil.test"] == "accepted, then closed with 4403"
+    assert "accepted, then closed with 4401: no credential, an invalid token" in finding(
+        report, "wsops.P050")["message"]
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_session_cookie_probes_run_with_cookie(daphne_server, make_user):
+    from django.test import Client
+
+    server = daphne_server()
+    client = Client()
+    client.force_login(make_user("alice"))
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    status, report = probe(server.url(), "--cookie", cookie, "--json")
+    assert status == 0, report
+    refused = {r["probe"]: r["outcome"] for r in json.loads(report)["refusals"]}
+    assert refused["cookie without Origin"] == "HTTP 403 before accept"  # no P004
+    assert refused["Origin https://evil.test"] == "HTTP 403 before accept"  # with the cookie
+    assert "with the given credential" not in refused
+    assert json.loads(report)["target"]["credential"] == "cookie"
 
 
 @pytest.mark.e2e
@@ -250,17 +297,6 @@ def write_table(path: Path, **entry) -> Path:
             "source": "tests"}
     path.write_text(json.dumps({"advisories": [{**base, **entry}]}))
     return path
-
-
-def wssecure_check(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    try:
-        call_command("wssecure", "check", *args, stdout=out, stderr=io.StringIO())
-    except SystemExit as done:
-        return int(done.code), out.getvalue()
-    except CommandError as error:
-        return error.returncode, str(error)
-    return 0, out.getvalue()
 
 
 def test_check_flags_an_installed_version_in_a_range(tmp_path):

@@ -40,7 +40,6 @@ HANDSHAKE_BURST, MESSAGE_BURST = 20, 100
 HSTS_MIN_AGE = 365 * 24 * 3600
 EXPIRY_DAYS = 21
 FOREIGN_ORIGIN = "https://evil.test"
-CLOSE_REFUSALS = {codes.RATE_LIMITED, codes.TRY_AGAIN_LATER, 1008}
 TLS_VERSIONS = (("TLS 1.0", "TLSv1"), ("TLS 1.1", "TLSv1_1"), ("TLS 1.2", "TLSv1_2"),
                 ("TLS 1.3", "TLSv1_3"))
 VERSION_IN_HEADER = re.compile(r"\d+\.\d+")
@@ -69,11 +68,16 @@ def _needs_baseline(p: Prober, probe: str) -> dict[str, Any] | None:
     return options
 
 
-async def _session(p: Prober, label: str) -> Any:
-    """An open socket like the baseline one, for the probes that send frames."""
-    options = _baseline(p)
-    attempt, connection = await p.open(label, **(options or {}))
-    return connection if attempt.accepted else None
+async def _session(p: Prober, probe: str, label: str) -> Any:
+    """An open socket like the baseline one, for the probes that send frames; None (and
+    the probe listed as not run) when there is no baseline or this socket is refused."""
+    options = _needs_baseline(p, probe)
+    if options is None:
+        return None
+    attempt, connection = await p.open(label, **options)
+    if connection is None:
+        p.skip(probe, f"the socket for it was refused ({attempt.how()})")
+    return connection
 
 
 async def _send_and_settle(p: Prober, connection: Any, data: str | bytes
@@ -255,11 +259,8 @@ async def probe_cookie_without_origin(p: Prober) -> list[CheckMessage]:
 
 
 async def probe_frame_size(p: Prober) -> list[CheckMessage]:
-    if _needs_baseline(p, "frame size") is None:
-        return []
-    connection = await _session(p, "frame sizes")
+    connection = await _session(p, "frame size", "frame sizes")
     if connection is None:
-        p.skip("frame size", "the socket for it was refused")
         return []
     largest, refused, code = 0, None, None
     try:
@@ -291,11 +292,8 @@ async def probe_frame_size(p: Prober) -> list[CheckMessage]:
 
 
 async def probe_binary_frames(p: Prober) -> list[CheckMessage]:
-    if _needs_baseline(p, "binary frames") is None:
-        return []
-    connection = await _session(p, "binary frame")
+    connection = await _session(p, "binary frames", "binary frame")
     if connection is None:
-        p.skip("binary frames", "the socket for it was refused")
         return []
     try:
         frames, code = await _send_and_settle(p, connection, b"\x00\xffwsops-probe")
@@ -334,8 +332,8 @@ async def probe_handshake_burst(p: Prober) -> list[CheckMessage]:
             await connection.close()
     if refused_at is None:
         return [Warning(
-            f"{count} handshakes in a row, each held open, were all accepted: nothing "
-            "throttles connects or caps connections per client.",
+            f"{count} handshakes in a row, each held open, were all accepted: no connect "
+            f"throttle or per-client connection cap stops a burst of {count}.",
             hint="Set WSOPS['RATES']['connect'] and MAX_CONNECTIONS_PER_IP/_USER "
                  "(SecureWebsocketStack), and limit_req/limit_conn in nginx (wsdeploy nginx).",
             id="wsops.P030")]
@@ -343,15 +341,12 @@ async def probe_handshake_burst(p: Prober) -> list[CheckMessage]:
 
 
 async def probe_message_burst(p: Prober) -> list[CheckMessage]:
-    if _needs_baseline(p, "message burst") is None:
-        return []
     count = min(MESSAGE_BURST, p.budget.messages_left - 2)
     if count < 10:
         p.skip("message burst", "fewer than 10 messages left in --max-messages")
         return []
-    connection = await _session(p, "message burst")
+    connection = await _session(p, "message burst", "message burst")
     if connection is None:
-        p.skip("message burst", "the socket for it was refused")
         return []
     from websockets.exceptions import ConnectionClosed
 

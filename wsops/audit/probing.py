@@ -302,17 +302,21 @@ class Prober:
         await connection.send(data)
 
     async def drain(self, connection: Any, quiet: float) -> tuple[list[str | bytes], int | None]:
-        """Frames the server sends until it is quiet for ``quiet`` s; and its close code."""
+        """Frames the server sends until it is quiet for ``quiet`` s (or ``timeout`` s have
+        passed: an endpoint that streams is never quiet); and its close code if it closed."""
         from websockets.exceptions import ConnectionClosed
 
         frames: list[str | bytes] = []
-        while True:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.target.timeout
+        while (left := deadline - loop.time()) > 0:
             try:
-                frames.append(await asyncio.wait_for(connection.recv(), quiet))
+                frames.append(await asyncio.wait_for(connection.recv(), min(quiet, left)))
             except asyncio.TimeoutError:
-                return frames, None
+                break
             except ConnectionClosed:
                 return frames, connection.close_code
+        return frames, None
 
     def skip(self, probe: str, reason: str) -> None:
         self.skipped.append((probe, reason))

@@ -81,9 +81,11 @@ class Command(WsopsCommand):
                                                    "ALLOWED_ORIGINS, or derived).")
         credential = probe_parser.add_mutually_exclusive_group()
         credential.add_argument("--token", help="A valid token (offered in the subprotocol, "
-                                                "as wsops clients do).")
+                                                "as wsops clients do); '-' reads it from "
+                                                "stdin, out of ps and shell history.")
         credential.add_argument("--cookie", metavar="NAME=VALUE",
-                                help="A valid cookie, e.g. sessionid=... of a logged-in user.")
+                                help="A valid cookie, e.g. sessionid=... of a logged-in user; "
+                                     "'-' reads NAME=VALUE from stdin.")
         self._add_report_options(probe_parser)
         probe_parser.add_argument("--max-connections", type=int, default=30,
                                   help="Connections in all, every TLS test and HTTP request "
@@ -205,9 +207,9 @@ class Command(WsopsCommand):
         origin = options["origin"] or self._default_origin(parts)
         if parse_origin(origin) is None:
             self.fail(f"--origin {origin!r} is not an origin (scheme://host[:port])")
-        cookie = None
+        token, cookie = self._secret(options["token"]), None
         if options["cookie"]:
-            name, sep, value = options["cookie"].partition("=")
+            name, sep, value = self._secret(options["cookie"]).partition("=")
             if not sep or not COOKIE_NAME.fullmatch(name) or any(c in value for c in ";\r\n"):
                 self.fail("--cookie must be NAME=VALUE, e.g. sessionid=abc123")
             cookie = (name, value)
@@ -215,8 +217,17 @@ class Command(WsopsCommand):
             self.fail("--timeout must be positive")
         if not 0 < options["http_port"] < 65536:
             self.fail("--http-port must be a port number")
-        return probing.Target(url, origin, options["token"], cookie, options["timeout"],
-                            options["http_port"])
+        return probing.Target(url, origin, token, cookie, options["timeout"],
+                              options["http_port"])
+
+    def _secret(self, value: str | None) -> str | None:
+        """The option's value, or for '-' the first line of stdin."""
+        if value != "-":
+            return value
+        value = sys.stdin.readline().strip()
+        if not value:
+            self.fail("'-' reads the credential from stdin, which gave nothing")
+        return value
 
     @staticmethod
     def _host_allowed(host: str) -> bool:
