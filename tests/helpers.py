@@ -3,6 +3,7 @@
 - ``write_pem``: certificates and keys from ``wsops.deploy.certs.mint`` as PEM files.
 - ``Nginx``: a real nginx serving a rendered site from a private prefix.
 - ``render_site``: ``wsdeploy nginx`` into a file.
+- ``wait_for``: poll a condition with a generous deadline (log lines are written late).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -54,3 +56,11 @@ class Nginx:
 def render_site(path: Path, *args: str) -> None:
     call_command("wsdeploy", "nginx", "--output", str(path), "--force", *args,
                  stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def wait_for(predicate, timeout: float = 30, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(0.1)

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from tests.conftest import ROOT, free_port, require_tool, wait_for_port
-from tests.helpers import Nginx, render_site, write_pem
+from tests.helpers import Nginx, render_site, wait_for, write_pem
 from wsops import tickets, tokens
 from wsops.deploy.certs import mint
 from wsops.testing import LiveSocket
@@ -124,14 +124,6 @@ async def test_limits_with_a_128_prefix_key_each_address(serve_site):
     assert burst(stack, "2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:1::3") == \
         [False, False, False]
     assert burst(stack, "2001:db8:1:1::1", "2001:db8:1:1::1") == [False, True]
-
-
-def wait_for(predicate, timeout: float = 30, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message}")
-        time.sleep(0.1)
 
 
 def nginx_logs(stack) -> dict[str, str]:

@@ -22,9 +22,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.conftest import ROOT, free_port, require_tool, wait_for_port
-from tests.helpers import write_pem
+from tests.helpers import wait_for, write_pem
 from wsops import tokens
 from wsops.audit import advisories
+from wsops.audit.probing import USER_AGENT
 from wsops.deploy.certs import mint
 
 BARE = ROOT / "tests" / "bareproject"
@@ -100,6 +101,12 @@ def test_example_behind_rendered_nginx_probes_clean_at_error(serve_site, make_us
     assert refused["Origin https://evil.test"] == "HTTP 403 before accept"
     assert refused["no credential"] == "HTTP 403 before accept"
     assert data["budget"]["connections"] <= 30 and data["budget"]["messages"] <= 200
+    # nginx logged one request per handshake and HTTP request the probe counted; the other
+    # connections are the five TLS handshakes (certificate, four versions) without a request
+    logs = [*stack.logs.iterdir(), stack.prefix / "access.log"]  # the site's, and port 80's
+    logged = lambda: sum(p.read_text().count(USER_AGENT) for p in logs if p.exists())  # noqa: E731
+    wait_for(lambda: logged() >= data["budget"]["connections"] - 5, message="nginx logs")
+    assert logged() == data["budget"]["connections"] - 5
     # with --fail-level WARNING the same endpoint fails only if warnings remain
     warnings = data["summary"]["warnings"]
     status, _ = probe(url, "--token", secret, "--http-port", str(stack.http_port),
