@@ -13,8 +13,16 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 
-from tests.conftest import ROOT, free_port, require_tool, wait_for_port
-from tests.helpers import Nginx, render_site, wait_for, write_pem
+from tests.helpers import (
+    ROOT,
+    Nginx,
+    free_port,
+    render_site,
+    require_tool,
+    wait_for,
+    wait_for_port,
+    write_pem,
+)
 from wsops import tickets, tokens
 from wsops.deploy.certs import mint
 from wsops.testing import LiveSocket

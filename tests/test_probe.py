@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.conftest import ROOT, free_port, require_tool, wait_for_port
-from tests.helpers import wait_for, write_pem
+from tests.helpers import ROOT, free_port, require_tool, wait_for, wait_for_port, write_pem
 from wsops import tokens
 from wsops.audit import advisories
 from wsops.audit.probing import USER_AGENT

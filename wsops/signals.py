@@ -19,6 +19,8 @@ from typing import Any
 
 from django.dispatch import Signal
 
+from .clientip import client_address
+
 security_event = Signal()
 logger = logging.getLogger("wsops.security")
 
@@ -65,19 +67,22 @@ def _escaped(match: re.Match[str]) -> str:
 
 def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
     """Log and signal one security event about the connection ``scope``."""
-    from .clientip import client_ip  # local import: clientip reads settings lazily
-
-    state = (scope or {}).get("wsops", {})
-    token = state.get("token") or {}
-    user = (scope or {}).get("user")
+    scope = scope or {}
+    handshake = scope.get("wsops")  # a wsops.handshake.Handshake, or absent
+    user = scope.get("user")
+    if handshake is not None:
+        ip, origin = handshake.ip, handshake.origin
+        token_prefix = handshake.token.prefix if handshake.token else handshake.presented_prefix
+    else:  # refused before wsops' middleware parsed it (daphne_compat)
+        ip, origin, token_prefix = client_address(scope), None, None
     event = {
         "kind": kind,
         "reason": reason,
-        "ip": client_ip(scope) if scope else None,
+        "ip": ip,
         "user_id": getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None,
-        "token_prefix": token.get("prefix") or state.get("presented_prefix"),
-        "path": (scope or {}).get("path"),
-        "origin": state.get("origin"),
+        "token_prefix": token_prefix,
+        "path": scope.get("path"),
+        "origin": origin,
         **extra,
     }
     logger.warning(
