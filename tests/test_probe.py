@@ -82,8 +82,9 @@ def test_example_behind_rendered_nginx_probes_clean_at_error(serve_site, make_us
     monkeypatch.setenv("SSL_CERT_FILE", str(stack.ca_file))  # the throwaway CA, as a user would
     secret = tokens.issue(make_user("alice"))[1]
     url = f"wss://localhost:{stack.https_port}/ws/chat/lobby/"
+    echo = '{"action": "echo", "text": "hi"}'  # a frame the chat accepts: only a rate stops it
     status, report = probe(url, "--token", secret, "--http-port", str(stack.http_port),
-                           "--json")
+                           "--message", echo, "--json")
     assert status == 0, report
     data = json.loads(report)
     assert data["summary"]["errors"] == 0, report
@@ -91,8 +92,10 @@ def test_example_behind_rendered_nginx_probes_clean_at_error(serve_site, make_us
     # each probe ran and passed rather than being skipped
     assert {"wsops.P001", "wsops.P002", "wsops.P003", "wsops.P010", "wsops.P011",
             "wsops.P012", "wsops.P013", "wsops.P014", "wsops.P020", "wsops.P021",
-            "wsops.P031", "wsops.P040", "wsops.P041", "wsops.P042", "wsops.P044",
-            "wsops.P045", "wsops.P046"}.isdisjoint(found), report
+            "wsops.P040", "wsops.P041", "wsops.P042", "wsops.P044", "wsops.P045",
+            "wsops.P046"}.isdisjoint(found), report
+    not_run = finding(report, "wsops.P090")["message"]
+    assert "message burst" not in not_run and "handshake burst" not in not_run
     assert "TLS 1.2, TLS 1.3" in finding(report, "wsops.P048")["message"]
     assert finding(report, "wsops.P023")["message"].startswith(
         "The largest frame accepted is 64 KiB; 256 KiB was closed with 1009")
@@ -132,6 +135,24 @@ def test_accept_then_close_refusals_are_refusals_reported_per_probe(daphne_serve
     assert refused["Origin https://evil.test"] == "accepted, then closed with 4403"
     assert "accepted, then closed with 4401: no credential, an invalid token" in finding(
         report, "wsops.P050")["message"]
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_closed_for_invalid_input_is_not_taken_for_a_throttle(daphne_server,
+                                                                     make_user):
+    server = daphne_server(wsops={"RATES": {"connect": "1000/m", "message": "1000/s"}})
+    secret = tokens.issue(make_user("alice"))[1]
+    status, report = probe(server.url(), "--token", secret, "--json")  # unknown actions
+    assert status == 0 and "wsops.P031" not in ids(report)
+    assert "message burst (the socket was closed with 4400, for invalid input" in finding(
+        report, "wsops.P090")["message"]
+    status, report = probe(server.url(), "--token", secret, "--json",
+                           "--message", '{"action": "echo", "text": "hi"}')
+    assert status == 0 and "wsops.P031" in ids(report)  # 100 valid frames under 1000/s
+    status, report = probe(server.url(), "--token", secret, "--json",
+                           "--message", "x" * 70000)  # above MAX_MESSAGE_BYTES: 1009
+    assert status == 0 and "wsops.P031" not in ids(report) and "closed with 1009" in report
 
 
 @pytest.mark.e2e

@@ -40,6 +40,8 @@ HANDSHAKE_BURST, MESSAGE_BURST = 20, 100
 HSTS_MIN_AGE = 365 * 24 * 3600
 EXPIRY_DAYS = 21
 FOREIGN_ORIGIN = "https://evil.test"
+# closes for what a frame held, not for how fast frames came (the message burst)
+INPUT_CLOSES = {codes.INVALID_MESSAGES, codes.UNSUPPORTED_DATA, codes.MESSAGE_TOO_BIG, 1007}
 TLS_VERSIONS = (("TLS 1.0", "TLSv1"), ("TLS 1.1", "TLSv1_1"), ("TLS 1.2", "TLSv1_2"),
                 ("TLS 1.3", "TLSv1_3"))
 VERSION_IN_HEADER = re.compile(r"\d+\.\d+")
@@ -352,19 +354,24 @@ async def probe_message_burst(p: Prober) -> list[CheckMessage]:
 
     sent, code = 0, None
     try:
-        for n in range(count):
-            await p.send(connection, f'{{"action": "wsops.probe", "n": {n}}}')
+        for _ in range(count):
+            await p.send(connection, p.target.message)
             sent += 1
         frames, code = await p.drain(connection, min(2 * SETTLE, p.target.timeout))
     except ConnectionClosed:
         frames, code = [], connection.close_code
     finally:
         await connection.close()
-    p.notes["message burst"] = (sent, code, codes.THROTTLED in json_codes(frames))
-    if code is None and codes.THROTTLED not in json_codes(frames):
+    throttled = codes.THROTTLED in json_codes(frames)
+    p.notes["message burst"] = (sent, code, throttled)
+    if code in INPUT_CLOSES and not throttled:
+        p.skip("message burst", f"the socket was {closed(code)}, for invalid input rather than "
+                                "a rate: give --message with a frame the endpoint accepts")
+        return []
+    if code is None and not throttled:
         return [Warning(
             f"{sent} messages sent as fast as possible on one socket got no throttling error "
-            "and no close.",
+            f"and no close: no message rate stops a burst of {sent}.",
             hint="Throttle messages per connection and per user: WSOPS['RATES']['message'] "
                  "and 'user_message' (SecureJsonWebsocketConsumer).",
             id="wsops.P031")]

@@ -14,6 +14,7 @@ Uses the ``websockets`` client (``pip install "wsops[probe]"``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import ipaddress
 import json
@@ -76,6 +77,7 @@ class Target:
     cookie: tuple[str, str] | None = None
     timeout: float = 5.0
     http_port: int = 80
+    message: str = '{"action": "wsops.probe"}'  # what the message burst sends
 
     @property
     def parts(self) -> Any:
@@ -120,12 +122,6 @@ class Attempt:
     close_code: int | None = None  # the server closed right after accepting
     subprotocol: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # response headers, lower-case
-    frames: list[str | bytes] = field(default_factory=list)
-
-    @property
-    def opened(self) -> bool:
-        """The handshake succeeded (whether or not the server closed at once)."""
-        return self.accepted or self.close_code is not None
 
     def how(self) -> str:
         if self.accepted:
@@ -142,22 +138,16 @@ def closed(code: int | None) -> str:
     return f"closed with {code}"
 
 
-class _OneHostConnect:
+@functools.cache
+def _connect() -> Any:
     """``websockets.asyncio.client.connect`` that never follows a redirect."""
+    from websockets.asyncio.client import connect
 
-    cls: Any = None
+    class NoRedirects(connect):
+        def process_redirect(self, exc: Exception) -> Exception:
+            return exc  # a 3xx ends the handshake: report it, do not go elsewhere
 
-    @classmethod
-    def get(cls) -> Any:
-        if cls.cls is None:
-            from websockets.asyncio.client import connect
-
-            class NoRedirects(connect):
-                def process_redirect(self, exc: Exception) -> Exception:
-                    return exc  # a 3xx ends the handshake: report it, do not go elsewhere
-
-            cls.cls = NoRedirects
-        return cls.cls
+    return NoRedirects
 
 
 class Prober:
@@ -245,7 +235,7 @@ class Prober:
             raise BudgetExhausted(f"--max-messages {self.budget.max_messages} spent")
         self.budget.connection()
         attempt = Attempt(label)
-        connect = _OneHostConnect.get()
+        connect = _connect()
         try:
             connection = await connect(
                 url or self.target.url, origin=self.target.origin if origin == "" else origin,

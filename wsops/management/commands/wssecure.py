@@ -95,6 +95,10 @@ class Command(WsopsCommand):
         probe_parser.add_argument("--timeout", type=float, default=5,
                                   help="Seconds to wait for each handshake or answer "
                                        "(default 5).")
+        probe_parser.add_argument("--message", default=probing.Target.message,
+                                  help="The frame the message burst sends: one the endpoint "
+                                       "accepts, so that only a rate can stop it (default "
+                                       "%(default)s).")
         probe_parser.add_argument("--http-port", type=int, default=80,
                                   help="Where to test the http->https redirect (default 80).")
         probe_parser.add_argument("--allow-any-host", action="store_true",
@@ -218,7 +222,7 @@ class Command(WsopsCommand):
         if not 0 < options["http_port"] < 65536:
             self.fail("--http-port must be a port number")
         return probing.Target(url, origin, token, cookie, options["timeout"],
-                              options["http_port"])
+                              options["http_port"], options["message"])
 
     def _secret(self, value: str | None) -> str | None:
         """The option's value, or for '-' the first line of stdin."""
