@@ -7,13 +7,17 @@
   throttling and frame-size findings, exit 1.
 - A host outside ``ALLOWED_HOSTS`` exits 2 and the server sees no connection.
 - The budget holds: daphne's access log counts the handshakes the server saw, the echo
-  consumer prints every frame it received.
+  consumer prints every frame it received; nginx logs every request the probe counted.
+- Transport and client-side details on other real servers: openssl s_server (TLS 1.0,
+  an unknown CA, no HSTS) and the websockets library's own server (permessage-deflate,
+  a versioned Server header, a redirect to another host that must not be followed).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +175,55 @@ def test_session_cookie_probes_run_with_cookie(daphne_server, make_user):
     assert refused["Origin https://evil.test"] == "HTTP 403 before accept"  # with the cookie
     assert "with the given credential" not in refused
     assert json.loads(report)["target"]["credential"] == "cookie"
+
+
+@pytest.fixture
+def ws_server(tmp_path):
+    """Factory: ``tests/ws_server.py`` on a free port (echo, or ``redirect=URL``)."""
+    started = []
+
+    def start(*args: str) -> str:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-m", "tests.ws_server", str(port), *args],
+                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        wait_for_port(port, process=process)
+        return f"ws://127.0.0.1:{port}/"
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.e2e
+def test_compression_and_a_versioned_server_header_are_found(ws_server):
+    status, report = probe(ws_server(), "--json")
+    assert status == 1
+    assert {"wsops.P046", "wsops.P047", "wsops.P021"} <= ids(report)
+    assert "websockets/" in finding(report, "wsops.P046")["message"]
+
+
+@pytest.mark.e2e
+def test_a_redirect_to_another_host_is_not_followed(ws_server):
+    """Every handshake is answered 301 to 127.0.0.2: the probe reports the refusals, and
+    the other host's listening socket has no connection in its backlog."""
+    with socket.create_server(("127.0.0.2", 0)) as elsewhere:
+        elsewhere.setblocking(False)
+        other = f"ws://127.0.0.2:{elsewhere.getsockname()[1]}/"
+        status, report = probe(ws_server("--redirect", other), "--json")
+        seen = 0
+        while True:
+            try:
+                elsewhere.accept()[0].close()
+            except BlockingIOError:
+                break
+            seen += 1
+    assert status == 0 and seen == 0
+    data = json.loads(report)
+    assert data["refusals"] and {r["outcome"] for r in data["refusals"]} == {
+        "HTTP 301 before accept"}
+    assert len(data["refusals"]) == data["budget"]["connections"]
 
 
 @pytest.mark.e2e
