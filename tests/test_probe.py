@@ -272,6 +272,16 @@ def test_bare_channels_app_has_the_findings_and_exits_1(bare_app):
 
 
 @pytest.mark.e2e
+def test_a_suffix_match_origin_check_is_caught_by_the_look_alikes(bare_app):
+    status, report = probe(bare_app.url("/ws/naive/"), "--json")
+    assert status == 1
+    assert "wsops.P001" not in ids(report) and "wsops.P002" not in ids(report)
+    message = finding(report, "wsops.P003")["message"]
+    assert message.startswith("Look-alike origins are accepted (https://evilapp.example.com):"
+                              " the origin check matches by prefix or suffix")
+
+
+@pytest.mark.e2e
 def test_text_report_lists_findings_with_hints(bare_app):
     status, report = probe(bare_app.url("/ws/echo/"))
     assert status == 1

@@ -1,5 +1,6 @@
-"""An echo consumer behind Channels' own origin check; every frame it receives is
-printed (``RECEIVED``), so the tests can count what the server saw."""
+"""An echo consumer behind Channels' own origin check (``/ws/echo/``) and behind a naive
+one (``/ws/naive/``); every frame it receives is printed (``RECEIVED``), so the tests
+can count what the server saw."""
 
 import os
 
@@ -22,7 +23,23 @@ class Echo(AsyncWebsocketConsumer):
         await self.send(text_data=text_data, bytes_data=bytes_data)
 
 
+class NaiveOriginCheck:
+    """A home-made origin check, as seen in the wild: a suffix match (``/ws/naive/``)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1")
+        if not origin.endswith("app.example.com"):
+            return await send({"type": "websocket.close"})
+        return await self.inner(scope, receive, send)
+
+
 application = ProtocolTypeRouter({
     "http": http,
-    "websocket": AllowedHostsOriginValidator(URLRouter([path("ws/echo/", Echo.as_asgi())])),
+    "websocket": URLRouter([
+        path("ws/echo/", AllowedHostsOriginValidator(Echo.as_asgi())),
+        path("ws/naive/", NaiveOriginCheck(Echo.as_asgi())),
+    ]),
 })

@@ -24,6 +24,7 @@ import ssl
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from cryptography import x509
 from django.core.checks import CheckMessage, Error, Info, Warning
@@ -173,7 +174,7 @@ async def probe_query_token(p: Prober) -> list[CheckMessage]:
         p.skip("query token", "anonymous sockets are not refused, so an accepted ?token= "
                               "would prove nothing")
         return []
-    query = "&".join(q for q in (target.parts.query, f"token={target.token}") if q)
+    query = "&".join(q for q in (target.parts.query, urlencode({"token": target.token})) if q)
     attempt = await p.attempt("token in the query string", url=target.with_query(query))
     if attempt.accepted:
         return [Warning(
@@ -200,10 +201,12 @@ async def _origin_accepted(p: Prober, probe: str, origin: str | None, label: str
 async def probe_foreign_origin(p: Prober) -> list[CheckMessage]:
     if await _origin_accepted(p, "foreign origin", FOREIGN_ORIGIN,
                               f"Origin {FOREIGN_ORIGIN}"):
+        p.notes["any origin"] = True
+        carrying = " with the cookie" if p.target.cookie else \
+            " with the token" if p.target.token else ""
         return [Error(
-            f"A socket from a foreign page (Origin: {FOREIGN_ORIGIN}) is accepted"
-            f"{' with the cookie' if p.target.cookie else ''}: any site can open it in its "
-            "visitors' names (cross-site WebSocket hijacking).",
+            f"A socket from a foreign page (Origin: {FOREIGN_ORIGIN}) is accepted{carrying}: "
+            "any site can open it in its visitors' names (cross-site WebSocket hijacking).",
             hint="Check Origin against your own origins: SecureWebsocketStack (OriginGuard), "
                  "with ALLOWED_HOSTS or WSOPS['ALLOWED_ORIGINS'] listing only your sites.",
             id="wsops.P001")]
@@ -231,9 +234,11 @@ async def probe_lookalike_origin(p: Prober) -> list[CheckMessage]:
         if await _origin_accepted(p, "lookalike origin", origin, f"Origin {origin}"):
             accepted.append(origin)
     if accepted:
+        why = "as is any origin (wsops.P001)" if p.notes.get("any origin") else \
+            "the origin check matches by prefix or suffix"
         return [Error(
-            f"Look-alike origins are accepted ({', '.join(accepted)}): the origin check "
-            "matches by prefix or suffix, and anyone can register such a name.",
+            f"Look-alike origins are accepted ({', '.join(accepted)}): {why}, and anyone can "
+            "register such a name.",
             hint="Compare the whole origin (scheme, host, port), or '*.' wildcards on a dot "
                  "boundary, as OriginGuard does.",
             id="wsops.P003")]
