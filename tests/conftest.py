@@ -10,6 +10,8 @@
 - ``pebble`` (a local ACME server), ``chromium`` (Playwright on Debian's Chromium)
   and ``evil_site`` (an attacker's page on another origin): the front-end and
   browser tests share them.
+- ``serve_site``: a factory that serves the site ``wsdeploy nginx`` renders with a real
+  nginx, TLS from a throwaway CA, in front of two such daphne workers.
 - Under ``CI=true`` a missing tool fails the run instead of skipping, except the
   tools named in ``WSOPS_TEST_HIDE_TOOLS`` (``.ci/run``'s second pass hides them to
   prove that a machine without them skips their tests).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -40,13 +43,17 @@ from tests.helpers import (
     IN_CI,
     ROOT,
     DaphneProcess,
+    Nginx,
     RedisServer,
     configure_redis,
     database_name,
     free_port,
+    render_site,
     require_tool,
     wait_for_port,
+    write_pem,
 )
+from wsops.deploy.certs import mint
 
 _fresh_clock.install()  # before any test code reads the clock, so durations stay right
 
@@ -162,6 +169,51 @@ def daphne_server(request, tmp_path):
         server.stop()
         if failed:
             print(f"\n--- daphne on port {server.port} ---\n{server.output()[-6000:]}")
+
+
+@pytest.fixture
+def serve_site(tmp_path, daphne_server, settings):
+    """Factory: the rendered site on two high ports, TLS from a throwaway CA, in front of two
+    daphne workers on unix sockets. ``wsops`` overrides settings the site is rendered from;
+    ``http_extra`` goes into the http block before the site (e.g. realip for a test)."""
+    started = []
+
+    def serve(*args: str, profile: str = "intermediate", wsops: dict | None = None,
+              http_extra: str = ""):
+        if wsops:
+            settings.WSOPS = {**settings.WSOPS, **wsops}
+        leaf, key, ca = mint(["localhost", "127.0.0.1"])
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        fullchain = write_pem(certs / "fullchain.pem", leaf, ca)
+        privkey = write_pem(certs / "privkey.pem", key)
+        ca_file = write_pem(certs / "ca.pem", ca)
+        sockets = [str(tmp_path / f"daphne-{n}.sock") for n in (1, 2)]
+        workers = [daphne_server(unix_socket=s, extra_args=["--proxy-headers"]) for s in sockets]
+        http_port, https_port = free_port(), free_port()
+        (tmp_path / "logs").mkdir()
+        site = tmp_path / "site.conf"
+        render_site(site, "--domain", "localhost", "--upstream", f"unix:{sockets[0]}",
+                    "--upstream", f"unix:{sockets[1]}", "--http-port", str(http_port),
+                    "--https-port", str(https_port), "--log-dir", str(tmp_path / "logs"),
+                    "--cert", str(fullchain), "--key", str(privkey),
+                    "--acme-webroot", str(tmp_path / "acme"), "--tls-profile", profile, *args)
+        if http_extra:
+            edge = tmp_path / "edge.conf"
+            edge.write_text(f"{http_extra}\ninclude {site};\n")
+            site = edge
+        server = Nginx(tmp_path, site)
+        server.start(https_port)
+        started.append(server)
+        context = ssl.create_default_context(cafile=str(ca_file))
+        return type("Stack", (), {"http_port": http_port, "https_port": https_port,
+                                  "ssl": context, "ca_file": ca_file, "logs": tmp_path / "logs",
+                                  "workers": workers, "acme": tmp_path / "acme",
+                                  "nginx": server, "prefix": tmp_path})
+
+    yield serve
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

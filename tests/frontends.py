@@ -5,34 +5,15 @@ from __future__ import annotations
 
 import http.client
 import os
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 from channels.db import database_sync_to_async
-from cryptography.hazmat.primitives import serialization
 
-from tests.helpers import ROOT, free_port, require_tool
+from tests.helpers import ROOT, free_port, require_tool, wait_for, write_pem  # noqa: F401
 from wsops import tokens
-from wsops.deploy.certs import _pem_key, mint
+from wsops.deploy.certs import mint
 from wsops.testing import LiveSocket
-
-
-def write_pem(path: Path, *items) -> Path:
-    data = b""
-    for item in items:
-        data += item.public_bytes(serialization.Encoding.PEM) if hasattr(item, "public_bytes") \
-            else _pem_key(item)
-    path.write_bytes(data)
-    return path
-
-
-def wait_for(predicate, timeout: float = 30, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message}")
-        time.sleep(0.1)
 
 
 def sslyze_binary() -> str:

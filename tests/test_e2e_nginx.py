@@ -7,7 +7,6 @@ import os
 import ssl
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
@@ -18,88 +17,17 @@ from tests.frontends import (
     assert_redirects_and_serves_acme,
     certbot_stage,
     sslyze_binary,
-    wait_for,
-    write_pem,
 )
-from tests.helpers import free_port, require_tool, wait_for_port
+from tests.helpers import (
+    Nginx,
+    render_site,
+    require_tool,
+    wait_for,
+)
 from wsops import tickets, tokens
-from wsops.deploy.certs import mint
-from wsops.deploy.nginx import minimal_conf
 from wsops.testing import LiveSocket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-class Nginx:
-    def __init__(self, prefix: Path, site: Path):
-        self.binary = require_tool("nginx")
-        self.prefix = prefix
-        (prefix / "temp").mkdir(exist_ok=True)
-        run_as = "root root" if os.geteuid() == 0 else None
-        self.conf = prefix / "nginx.conf"
-        self.conf.write_text(minimal_conf(prefix, site, run_as=run_as))
-        self.process = None
-
-    def start(self, port: int) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_port(port, process=self.process)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-def render_site(path: Path, *args: str) -> None:
-    call_command("wsdeploy", "nginx", "--output", str(path), "--force", *args,
-                 stdout=io.StringIO(), stderr=io.StringIO())
-
-
-@pytest.fixture
-def serve_site(tmp_path, daphne_server, settings):
-    """Factory: the rendered site on two high ports, TLS from a throwaway CA, in front of two
-    daphne workers on unix sockets. ``wsops`` overrides settings the site is rendered from;
-    ``http_extra`` goes into the http block before the site (e.g. realip for a test)."""
-    started = []
-
-    def serve(*args: str, profile: str = "intermediate", wsops: dict | None = None,
-              http_extra: str = ""):
-        if wsops:
-            settings.WSOPS = {**settings.WSOPS, **wsops}
-        leaf, key, ca = mint(["localhost", "127.0.0.1"])
-        certs = tmp_path / "certs"
-        certs.mkdir()
-        fullchain = write_pem(certs / "fullchain.pem", leaf, ca)
-        privkey = write_pem(certs / "privkey.pem", key)
-        ca_file = write_pem(certs / "ca.pem", ca)
-        sockets = [str(tmp_path / f"daphne-{n}.sock") for n in (1, 2)]
-        workers = [daphne_server(unix_socket=s, extra_args=["--proxy-headers"]) for s in sockets]
-        http_port, https_port = free_port(), free_port()
-        (tmp_path / "logs").mkdir()
-        site = tmp_path / "site.conf"
-        render_site(site, "--domain", "localhost", "--upstream", f"unix:{sockets[0]}",
-                    "--upstream", f"unix:{sockets[1]}", "--http-port", str(http_port),
-                    "--https-port", str(https_port), "--log-dir", str(tmp_path / "logs"),
-                    "--cert", str(fullchain), "--key", str(privkey),
-                    "--acme-webroot", str(tmp_path / "acme"), "--tls-profile", profile, *args)
-        if http_extra:
-            edge = tmp_path / "edge.conf"
-            edge.write_text(f"{http_extra}\ninclude {site};\n")
-            site = edge
-        server = Nginx(tmp_path, site)
-        server.start(https_port)
-        started.append(server)
-        context = ssl.create_default_context(cafile=str(ca_file))
-        return type("Stack", (), {"http_port": http_port, "https_port": https_port,
-                                  "ssl": context, "ca_file": ca_file, "logs": tmp_path / "logs",
-                                  "workers": workers, "acme": tmp_path / "acme",
-                                  "nginx": server, "prefix": tmp_path})
-
-    yield serve
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture

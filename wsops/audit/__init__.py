@@ -8,6 +8,9 @@
 - ``caddy``: rules for a deployed Caddyfile or Caddy JSON config (``--caddyfile``).
 - ``certs``: rules for a certificate chain and key (``--cert``, ``--key``).
 - ``live``: one-line facts about the configured Redis servers (``--live``).
+- ``advisories``: installed versions of the WebSocket stack with published advisories.
+- ``probe`` (``wssecure probe``): black-box probes of a running endpoint, over
+  ``probing``'s bounded client.
 """
 
 from django.core.checks import Tags, register
@@ -22,4 +25,4 @@ def wsops_checks(app_configs, **kwargs):
 
 @register(Tags.security, deploy=True)
 def wsops_deploy_checks(app_configs, **kwargs):
-    return rules.run(rules.ASGI_RULES + rules.DEPLOY_RULES)
+    return rules.run(rules.ASGI_RULES + rules.PACKAGE_RULES + rules.DEPLOY_RULES)
