@@ -108,7 +108,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django import forms
 from django.forms.fields import JSONString
 
-from . import codes, middleware, signals, store, tokens
+from . import codes, metrics, middleware, signals, store, tokens
 from .conf import get_settings
 from .credentials import TOKEN, Credential, classify
 from .permissions import BasePermission
@@ -441,6 +441,7 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
             reply = await spec.handler(self, data)
         except ActionRefused as refusal:
             return await self._refused(echoed, request_id, refusal)
+        metrics.message("ok")
         if isinstance(reply, dict):
             if request_id is not None:
                 reply = {**reply, "id": request_id}
@@ -543,6 +544,7 @@ class SecureJsonWebsocketConsumer(AsyncWebsocketConsumer):
 
     async def _refused(self, name: str | None, request_id: Any, refusal: ActionRefused) -> None:
         signals.report(refusal.kind, self.scope, refusal.reason, action=name)
+        metrics.message("refused", refusal.code)
         frame: dict[str, Any] = {"type": "error", "code": refusal.code,
                                  "errors": refusal.errors, "action": name, "id": request_id}
         if refusal.retry_after is not None:

@@ -38,7 +38,7 @@ from channels.auth import AuthMiddleware
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 
-from . import codes, signals, store, tickets, tokens
+from . import codes, metrics, signals, store, tickets, tokens
 from .clientip import client_key, header
 from .conf import get_settings
 from .connections import Entry, live_connections, new_member
@@ -107,6 +107,7 @@ async def refuse(scope: Scope, receive: Any, send: Any, refusal: Refusal) -> Non
     """
     code, kind, reason, extra = refusal
     signals.report(kind, scope, reason, close_code=code, **extra)
+    metrics.refused(scope, kind, reason)
     message = await receive()
     if message.get("type") != "websocket.connect":
         return  # the client went away first
@@ -389,7 +390,7 @@ class ConnectionRegistry:
         entry = Entry(scope, send, held)
         await registry.add(member, entry)
         try:
-            return await self.inner(scope, receive, send)
+            return await metrics.observed(self.inner, scope, receive, send)
         finally:
             registry.remove(member)
             await release(entry.caps, member)  # admit_identity may have added slots

@@ -317,7 +317,7 @@ class RedisLimiter:
             keys.append(fetch)
             if identity:
                 args += identity.arguments()
-        reply = await store.call(ADMIT.run(store.async_client(), keys, args))
+        reply = await store.call(ADMIT.run(store.async_client(), keys, args), "admit")
         if reply == 0:  # allowed, nothing fetched: the common case is a bare integer
             return ALLOW
         outcome = _OUTCOMES[int(reply[0])]
@@ -333,7 +333,7 @@ class RedisLimiter:
             return
         keys = [cap for cap, _ in caps]
         args = [int(ttl * 1000), *(member for _, member in caps)]
-        await store.call(REFRESH.run(store.async_client(), keys, args))
+        await store.call(REFRESH.run(store.async_client(), keys, args), "refresh")
 
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
         if not caps:
@@ -342,7 +342,7 @@ class RedisLimiter:
         async with client.pipeline(transaction=False) as pipe:
             for cap in caps:
                 pipe.zrem(cap.key, member)
-            await store.call(pipe.execute())
+            await store.call(pipe.execute(), "release")
 
 
 class LocalLimiter:

@@ -6,6 +6,15 @@ input, ban, outage) calls ``report()`` exactly once. It logs to the
 receivers get ``event`` (a dict) as a keyword argument. Receivers run inline
 in the event loop: keep them quick, or hand the event to a queue.
 
+Each event has an ``event_id``, unique and the same in the log line, the JSON
+line (``wsops.logging.JsonFormatter``) and the signal, and the ``connection_id``
+of its socket (the id the connection registry knows it by; assigned at the
+first event of a socket that has none yet), so one refusal, or every event of
+one socket, can be followed through log pipelines. Behind a trusted proxy
+(``TRUSTED_PROXIES``) that sends ``X-Request-ID`` (the nginx config of
+``wsdeploy`` sends its ``$request_id`` and logs it), the event carries it as
+``request_id``: the key that joins nginx's log line to daphne's.
+
 An event never carries a secret or a message body: tokens appear only as their
 public prefix. The log line escapes every value (``escape()``), since paths,
 origins and reasons can come from the client; the event dict keeps raw values.
@@ -14,6 +23,7 @@ origins and reasons can come from the client; the event dict keeps raw values.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -63,14 +73,49 @@ def _escaped(match: re.Match[str]) -> str:
     return char.encode("unicode_escape").decode("ascii")
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def new_event_id() -> str:
+    """128 random bits as 32 hex digits (what nginx's ``$request_id`` looks like)."""
+    return os.urandom(16).hex()
+
+
+def connection_id(scope: dict[str, Any]) -> str:
+    """The socket's registry id; a socket refused before registration gets one here."""
+    from .connections import new_member  # connections imports this module
+
+    state = scope.setdefault("wsops", {})
+    if not state.get("connection_id"):
+        state["connection_id"] = new_member()
+    return state["connection_id"]
+
+
+def request_id(scope: dict[str, Any]) -> str | None:
+    """``X-Request-ID`` of a trusted proxy (the same id is in its access log), else None."""
+    from .clientip import _is_trusted, header, parse_address
+
+    raw = header(scope, b"x-request-id")
+    if raw is None:
+        return None
+    client = scope.get("client")
+    if not _is_trusted(parse_address(str(client[0])) if client else None):
+        return None  # anyone else could name another request's id
+    text = raw.decode("latin-1")
+    return text if _REQUEST_ID.fullmatch(text) else None
+
+
 def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
     """Log and signal one security event about the connection ``scope``."""
     from .clientip import client_ip  # local import: clientip reads settings lazily
 
-    state = (scope or {}).get("wsops", {})
+    state = scope.setdefault("wsops", {}) if scope is not None else {}
     token = state.get("token") or {}
     user = (scope or {}).get("user")
     event = {
+        "event_id": new_event_id(),
+        "connection_id": connection_id(scope) if scope is not None else None,
+        "request_id": request_id(scope) if scope is not None else None,
         "kind": kind,
         "reason": reason,
         "ip": client_ip(scope) if scope else None,
@@ -80,10 +125,12 @@ def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -
         "origin": state.get("origin"),
         **extra,
     }
+    if scope is not None:  # what the metrics count a refusal seen only as a close by
+        state["last_event"] = (kind, reason)
     logger.warning(
-        'wsops %s refused: %s (ip=%s user=%s token=%s path="%s" origin="%s")',
-        *(escape(event[name]) for name in
-          ("kind", "reason", "ip", "user_id", "token_prefix", "path", "origin")),
+        'wsops %s refused: %s (ip=%s user=%s token=%s path="%s" origin="%s" event=%s conn=%s)',
+        *(escape(event[name]) for name in ("kind", "reason", "ip", "user_id", "token_prefix",
+                                           "path", "origin", "event_id", "connection_id")),
         extra={"security_event": event},
     )
     security_event.send(sender=report, event=event)

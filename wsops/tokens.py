@@ -36,7 +36,7 @@ from django.db import router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import sealing, store
+from . import metrics, sealing, store
 from .conf import get_settings
 from .credentials import TOKEN_PREFIX, TOKEN_RE
 from .models import WebSocketToken
@@ -308,7 +308,7 @@ def cached_identity(raw: str | None) -> str | None:
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
     try:
-        raw = await store.call(store.async_client().get(_cache_key(secret_hash)))
+        raw = await store.call(store.async_client().get(_cache_key(secret_hash)), "token_cache")
     except store.StoreUnavailable:
         return None  # the database still answers
     return _unpack(raw, secret_hash)
@@ -320,7 +320,8 @@ async def _remember(secret_hash: str, token: VerifiedToken) -> None:
         ttl = min(ttl, max(1, int(token.expires_at - now().timestamp())))
     try:
         await store.call(store.async_client().set(_cache_key(secret_hash),
-                                                  _pack(secret_hash, token, ttl), ex=ttl))
+                                                  _pack(secret_hash, token, ttl), ex=ttl),
+                         "token_cache")
     except store.StoreUnavailable:
         pass
 
@@ -343,6 +344,8 @@ async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) 
         token = await _cached(secret_hash)
     else:
         token = _unpack(cached, secret_hash)
+    if shared:
+        metrics.token_cache("hit" if token is not None else "miss")
     if token is None:
         token = await database_sync_to_async(_load_from_db)(secret_hash, public_prefix(secret))
         if shared:
