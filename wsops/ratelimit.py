@@ -543,8 +543,12 @@ def _split_key(key: str, base: str) -> list[str]:
     return rest.split(":", 2)[1:]
 
 
-def scan(client: Any, pattern: str, progress: Any = None) -> list[str]:
-    """All keys matching ``pattern`` with SCAN (never KEYS); ``progress(scanned)`` on long scans."""
+def scan(client: Any, pattern: str, progress: Any = None, limit: int | None = None
+         ) -> list[str]:
+    """Keys matching ``pattern`` with SCAN (never KEYS); ``progress(scanned)`` on long scans.
+
+    ``limit``: stop once that many keys are found (the admin pages' bound).
+    """
     keys, cursor, scanned, started = [], 0, 0, time.monotonic()
     while True:
         cursor, batch = client.scan(cursor=cursor, match=pattern, count=5000)
@@ -552,13 +556,15 @@ def scan(client: Any, pattern: str, progress: Any = None) -> list[str]:
         scanned += 5000
         if progress is not None and time.monotonic() - started > 1:
             progress(scanned)
+        if limit is not None and len(keys) >= limit:
+            return keys[:limit]
         if cursor == 0:
             return keys
 
 
 def snapshot(client: Any, *, scope: str | None = None, identity: Identity | None = None,
-             progress: Any = None) -> dict[str, list[dict[str, Any]]]:
-    """Live counters, connection counts and bans, read from Redis."""
+             progress: Any = None, limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Live counters, connection counts and bans, read from Redis (``limit`` keys of each)."""
     from .conf import get_settings
 
     base = store.key("")
@@ -568,7 +574,8 @@ def snapshot(client: Any, *, scope: str | None = None, identity: Identity | None
     wanted_id = identity.id if identity else "*"
 
     counters = []
-    rate_keys = scan(client, f"{base}rl:{scope or '*'}:{wanted_kind}:{wanted_id}", progress)
+    rate_keys = scan(client, f"{base}rl:{scope or '*'}:{wanted_kind}:{wanted_id}", progress,
+                     limit) if scope not in ("connections", "bans") else []
     for key, raw in zip(rate_keys, _mget(client, rate_keys), strict=True):
         if raw is None:
             continue
@@ -586,7 +593,7 @@ def snapshot(client: Any, *, scope: str | None = None, identity: Identity | None
     caps = {"user": conf.MAX_CONNECTIONS_PER_USER, "ip": conf.MAX_CONNECTIONS_PER_IP}
     connections = []
     if scope in (None, "connections"):
-        cap_keys = scan(client, f"{base}conn:{wanted_kind}:{wanted_id}", progress)
+        cap_keys = scan(client, f"{base}conn:{wanted_kind}:{wanted_id}", progress, limit)
         with client.pipeline(transaction=False) as pipe:
             for key in cap_keys:
                 pipe.zcount(key, now_ms, "+inf")
@@ -603,7 +610,7 @@ def snapshot(client: Any, *, scope: str | None = None, identity: Identity | None
         if identity is not None and identity.network is not None:
             pattern = network_ban_key(identity.network)
         lengths = {_ban_lengths_key(4), _ban_lengths_key(6)}
-        ban_keys = [k for k in scan(client, pattern, progress) if k not in lengths]
+        ban_keys = [k for k in scan(client, pattern, progress, limit) if k not in lengths]
         with client.pipeline(transaction=False) as pipe:
             for key in ban_keys:
                 pipe.get(key)
