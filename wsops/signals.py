@@ -10,10 +10,12 @@ Each event has an ``event_id``, unique and the same in the log line, the JSON
 line (``wsops.logging.JsonFormatter``) and the signal, and the ``connection_id``
 of its socket (the id the connection registry knows it by; assigned at the
 first event of a socket that has none yet), so one refusal, or every event of
-one socket, can be followed through log pipelines. Behind a trusted proxy
-(``TRUSTED_PROXIES``) that sends ``X-Request-ID`` (the nginx config of
-``wsdeploy`` sends its ``$request_id`` and logs it), the event carries it as
-``request_id``: the key that joins nginx's log line to daphne's.
+one socket, can be followed through log pipelines. An ``X-Request-ID`` header
+becomes the event's ``request_id``: the nginx config of ``wsdeploy`` sets it to
+nginx's ``$request_id`` (overwriting whatever the client sent) and writes that
+id in its WebSocket access log, which joins nginx's line to daphne's. Without
+such a proxy a client can send any value: a correlation hint, not a fact (it
+is kept only when it is 1-64 characters of ``[A-Za-z0-9._-]``).
 
 An event never carries a secret or a message body: tokens appear only as their
 public prefix. The log line escapes every value (``escape()``), since paths,
@@ -92,16 +94,11 @@ def connection_id(scope: dict[str, Any]) -> str:
 
 
 def request_id(scope: dict[str, Any]) -> str | None:
-    """``X-Request-ID`` of a trusted proxy (the same id is in its access log), else None."""
-    from .clientip import _is_trusted, header, parse_address
+    """The ``X-Request-ID`` the proxy sent (the id in its access log), if well-formed."""
+    from .clientip import header
 
     raw = header(scope, b"x-request-id")
-    if raw is None:
-        return None
-    client = scope.get("client")
-    if not _is_trusted(parse_address(str(client[0])) if client else None):
-        return None  # anyone else could name another request's id
-    text = raw.decode("latin-1")
+    text = raw.decode("latin-1") if raw is not None else ""
     return text if _REQUEST_ID.fullmatch(text) else None
 
 
