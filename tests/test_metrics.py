@@ -185,3 +185,27 @@ def test_the_proxy_request_id_is_kept_when_well_formed():
         assert event(odd)["request_id"] is None
     assert signals.report(signals.AUTH, {"type": "websocket", "headers": []},
                           "x")["request_id"] is None
+
+
+def test_the_readme_logging_snippet_writes_json_lines(capsys):
+    import logging.config
+
+    from tests.test_readme import BLOCK, section
+
+    snippet = next(body for language, body in BLOCK.findall(section("Observability"))
+                   if language == "python" and "JsonFormatter" in body)
+    namespace = {}
+    exec(snippet, namespace)  # the README's own text, as a user would paste it
+    logger = logging.getLogger("wsops.security")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    try:
+        logging.config.dictConfig(namespace["LOGGING"])
+        event = signals.report(signals.THROTTLE, {"type": "websocket", "path": "/ws/a\nb",
+                                                  "client": ("10.0.0.2", 1)}, "connect_rate")
+        lines = capsys.readouterr().err.splitlines()
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["event_id"] == event["event_id"] and record["path"] == "/ws/a\nb"
