@@ -13,6 +13,12 @@ application in ``bench/benchapp.py``, then measures:
 - shared limiter decisions: wsops' one EVALSHA vs django-ratelimit's
   is_ratelimited (django-redis) vs a bare PING, on the same Redis.
 - daphne RSS per idle connection at 1,000 connections, bare vs wsops.
+- what Prometheus metrics cost: the wsops daphne records them in multiprocess
+  mode (``PROMETHEUS_MULTIPROC_DIR``, as ``wsdeploy daphne`` runs it). Token
+  handshakes and echo are measured with metrics on and with ``WSOPS["METRICS"] =
+  False``, alternating ``--metrics-rounds`` times, and the least daphne CPU per
+  operation of each is compared: the machine's other load moves single
+  measurements by more than the metrics cost.
 
 It prints a table and writes JSON (``--output``), including which targets were met.
 """
@@ -283,6 +289,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="Seconds per measurement.")
     parser.add_argument("--idle", type=int, default=1000, help="Idle connections for RSS.")
     parser.add_argument("--decisions", type=int, default=5000, help="Limiter decisions.")
+    parser.add_argument("--metrics-rounds", type=int, default=3,
+                        help="Alternating runs with metrics on and off.")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args()
 
@@ -296,7 +304,9 @@ def main() -> int:
         stdout=subprocess.DEVNULL)
     wait_for_port(redis_port)
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    (tmp / "metrics").mkdir()
     env = {**os.environ, "BENCH_REDIS_URL": redis_url, "BENCH_DB": str(tmp / "bench.sqlite3"),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
            "DJANGO_SETTINGS_MODULE": "bench.settings",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")])}
     try:
@@ -384,8 +394,29 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     finally:
         server.stop()
 
+    results["metrics_cpu_ms"] = metrics_cost(args, env, with_token)
+    results["metrics_rounds"] = args.metrics_rounds
+
     results["limiter"] = limiter_bench(redis_url, args.decisions)
     return results
+
+
+def metrics_cost(args, env, options) -> dict[str, dict[str, float]]:
+    """Least daphne CPU ms per token handshake and per echo, metrics on vs off."""
+    least: dict[str, dict[str, float]] = {"on": {}, "off": {}}
+    for _ in range(args.metrics_rounds):
+        for variant, extra in (("on", {}), ("off", {"BENCH_METRICS": "0"})):
+            server = Daphne("secure", {**env, **extra})
+            try:
+                asyncio.run(handshakes(server.url(), options, 0.5))  # warm up
+                for name, load in (("handshake", handshakes), ("echo", echo)):
+                    with Measure(server) as m:
+                        count = asyncio.run(load(server.url(), options, args.duration))
+                    cpu = m.cpu / count * 1000
+                    least[variant][name] = min(least[variant].get(name, cpu), cpu)
+            finally:
+                server.stop()
+    return least
 
 
 def report(results: dict, output: str) -> None:
@@ -402,6 +433,9 @@ def report(results: dict, output: str) -> None:
         "echo wsops": cpu["echo bare"] / cpu["echo wsops"],
         "echo wsops + user_message": cpu["echo bare"] / cpu["echo wsops + user_message"],
     }
+    # daphne CPU per operation with metrics on / off (1.05 = recording costs 5%).
+    on, off = results["metrics_cpu_ms"]["on"], results["metrics_cpu_ms"]["off"]
+    metrics_ratio = {name: on[name] / off[name] for name in on}
     targets = {
         "token handshakes >= Channels session stack (issue 3, 8)":
             hs["wsops token"] >= hs["channels session"],
@@ -430,6 +464,7 @@ def report(results: dict, output: str) -> None:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "processor": _cpu_model()}
     document = {**results, "ratios_to_bare": ratios, "cpu_ratios_to_bare": cpu_ratios,
+                "metrics_cpu_on_over_off": metrics_ratio,
                 "targets": targets, "machine": machine,
                 "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -461,6 +496,10 @@ def report(results: dict, output: str) -> None:
     print(f"  Redis PING          {limiter['sync_ping_us']:8.1f} us   (blocking client)")
     print("\nbare's daphne CPU per operation / wsops': " + ", ".join(
         f"{name} {ratio:.2f}x" for name, ratio in cpu_ratios.items()))
+    print(f"\nmetrics, least daphne CPU ms per operation of {results['metrics_rounds']} "
+          "alternating runs each: " + ", ".join(
+              f"{name} {on[name]:.3f} on / {off[name]:.3f} off = {ratio:.2f}x"
+              for name, ratio in metrics_ratio.items()))
     print(f"\nRSS per idle connection: bare {rss['bare'] / 1024:.1f} KiB, "
           f"wsops {rss['wsops'] / 1024:.1f} KiB")
     print("\ntargets:")
