@@ -195,7 +195,8 @@ def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
     from django.test import RequestFactory
     from django_ratelimit.core import is_ratelimited
 
-    from wsops.ratelimit import Limit, RedisLimiter, rate_key
+    from wsops.limits.engine import Limit, RedisLimiter
+    from wsops.limits.keys import rate_key
     from wsops.units import Rate
 
     client = redis_lib.from_url(redis_url)
@@ -227,7 +228,7 @@ def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
 
     def wsops_sync_decisions() -> float:
         """The same script through the blocking client django-ratelimit uses."""
-        from wsops.ratelimit import ADMIT
+        from wsops.limits.engine import ADMIT
 
         key = rate_key("bench", "user", "2")
         client.script_load(ADMIT.source)

@@ -334,7 +334,7 @@ def events():
 @pytest.fixture(autouse=True)
 def _fresh_local_state():
     """The in-process limiter and caches must not leak between tests."""
-    from wsops import ratelimit
+    from wsops.limits.engine import reset_local_limiter
 
-    ratelimit._local.__init__()
+    reset_local_limiter()
     yield

@@ -12,8 +12,11 @@ from django.test import AsyncClient
 
 from tests.conftest import configure_redis
 from wsops import admin as wsops_admin
-from wsops import ratelimit, tokens
-from wsops.ratelimit import Identity, Limit, get_limiter, rate_key
+from wsops import tokens
+from wsops.limits import operators
+from wsops.limits.engine import Limit, get_limiter
+from wsops.limits.keys import ban_key, rate_key
+from wsops.limits.operators import Identity
 from wsops.testing import SecureCommunicator
 from wsops.units import Rate
 
@@ -83,7 +86,7 @@ def test_bans_add_list_expire_and_remove(redis, ops_client, make_user):
     assert table(html, "bans") == ["ip:2001:db8::/48 - 30m Remove",
                                    f"user:{alice.pk} spam &lt;script&gt; 2h Remove"]
     client = redis.client()
-    assert 7000 < client.ttl(ratelimit.ban_key("user", alice.pk)) <= 7200  # it expires
+    assert 7000 < client.ttl(ban_key("user", alice.pk)) <= 7200  # it expires
     removed = ops_client.post(BANS + "unban/", {"ident": f"user:{alice.pk}"})
     assert removed.status_code == 302
     assert table(ops_client.get(BANS).content.decode(), "bans") == [
@@ -126,7 +129,7 @@ def test_pages_read_a_bounded_number_of_keys(redis, ops_client, monkeypatch):
     monkeypatch.setattr(wsops_admin, "MAX_ROWS", 10)
     client = redis.client()
     for n in range(100):
-        ratelimit.ban(client, Identity("user", str(10_000 + n)), 600, "flood")
+        operators.ban(client, Identity("user", str(10_000 + n)), 600, "flood")
     html = ops_client.get(BANS).content.decode()
     assert "Partial: more than 40 keys" in html
     assert len(table(html, "bans")) == 10

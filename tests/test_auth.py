@@ -146,7 +146,7 @@ async def test_secret_is_stripped_from_the_scope(app, alice, monkeypatch):
 
     async def capture(self, data):
         seen.update(subprotocols=self.scope["subprotocols"], headers=self.scope["headers"],
-                    query=self.scope["query_string"], token=self.scope["wsops"]["token"],
+                    query=self.scope["query_string"], token=self.scope["wsops"].token,
                     everything=repr(self.scope))
         return {"type": "ok"}
 
@@ -158,7 +158,7 @@ async def test_secret_is_stripped_from_the_scope(app, alice, monkeypatch):
         await whoami(socket)
     assert seen["subprotocols"] == ["wsops"]
     assert secret not in repr(seen)
-    assert seen["token"]["prefix"] == secret[:12] and seen["token"]["scopes"] == ["chat:write"]
+    assert seen["token"].prefix == secret[:12] and seen["token"].scopes == ["chat:write"]
 
 
 async def test_live_socket_closes_when_its_token_expires(app, alice, events):

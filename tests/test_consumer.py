@@ -407,12 +407,12 @@ async def test_revoked_django_permission_stops_working_within_the_cache_time(app
 
 async def test_uses_db_action_closes_a_stale_connection_first(guarded, make_user, monkeypatch):
     """The per-message thread hop is gone, but a stale connection is still closed."""
-    from wsops import consumers
+    from wsops.messages import hygiene
 
     user = await database_sync_to_async(make_user)("p", perms=("chat.send_message",))
     secret = (await database_sync_to_async(tokens.issue)(user))[1]
     async with RawSocket(guarded, "/ws/g/", secret) as socket:
-        monkeypatch.setattr(consumers.db_hygiene, "last", 1e18)  # no interval cleanup here
+        monkeypatch.setattr(hygiene.db_hygiene, "last", 1e18)  # no interval cleanup here
         await socket.exchange({"action": "stale"})
         assert (await socket.exchange({"action": "same"}))["same"] is True  # no hop
         reply = await socket.exchange({"action": "orm", "text": "x"})
@@ -423,19 +423,19 @@ async def test_uses_db_action_closes_a_stale_connection_first(guarded, make_user
 async def test_plain_messages_hop_at_most_once_per_interval(app, token_for, monkeypatch):
     import channels.db
 
-    from wsops import consumers
+    from wsops.messages import hygiene
 
     calls = []
     original = channels.db.close_old_connections
     monkeypatch.setattr(channels.db, "close_old_connections",
                         lambda: (calls.append(1), original())[1])
-    monkeypatch.setattr(consumers.db_hygiene, "last", float("-inf"))  # never 0.0: fresh clocks
+    monkeypatch.setattr(hygiene.db_hygiene, "last", float("-inf"))  # never 0.0: fresh clocks
     async with RawSocket(app, PATH, await token_for()) as socket:
         before = len(calls)
         for _ in range(20):
             assert (await socket.exchange({"action": "echo", "text": "x"}))["type"] == "echo"
         assert len(calls) - before == 1  # the interval cleanup ran once, not 20 times
-        monkeypatch.setattr(consumers.db_hygiene, "last", float("-inf"))  # interval elapsed
+        monkeypatch.setattr(hygiene.db_hygiene, "last", float("-inf"))  # interval elapsed
         await socket.exchange({"action": "echo", "text": "x"})
         assert len(calls) - before == 2
 

@@ -21,9 +21,9 @@ from django.urls import re_path
 from tests.conftest import configure_redis
 from wsops import store, tokens
 from wsops.consumers import SecureJsonWebsocketConsumer, action
+from wsops.limits.operators import Identity, ban
 from wsops.middleware import SecureWebsocketStack
 from wsops.permissions import IsAuthenticated
-from wsops.ratelimit import Identity, ban
 from wsops.testing import LiveSocket, SecureCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -253,13 +253,13 @@ class Unavailable:
 @pytest.mark.parametrize(("fail_mode", "answered"), [("closed", 5), ("open", 10)])
 async def test_user_message_rate_falls_back_per_connection_when_redis_is_slow(
         guarded, issue, settings, monkeypatch, fail_mode, answered):
-    from wsops import consumers
+    from wsops.messages import rates
 
     settings.WSOPS = {**settings.WSOPS, "FAIL_MODE": fail_mode, "THROTTLE_CLOSE_AFTER": 100,
                       "RATES": {"message": "1000/s", "user_message": "5/m"}}
     _, secret = await issue()
     async with SecureCommunicator(guarded, "/ws/g/", token=secret) as socket:
-        monkeypatch.setattr(consumers, "get_limiter", Unavailable)
+        monkeypatch.setattr(rates, "get_limiter", Unavailable)
         replies = []
         for _ in range(10):
             await socket.send_json({"action": "whoami"})
@@ -273,13 +273,13 @@ async def test_user_message_rate_falls_back_per_connection_when_redis_is_slow(
 async def test_fallback_charges_nothing_for_a_refused_message(guarded, issue, settings,
                                                               monkeypatch):
     """A message refused by one rate is not counted against the other (as in Redis)."""
-    from wsops import consumers
+    from wsops.messages import rates
 
     settings.WSOPS = {**settings.WSOPS, "THROTTLE_CLOSE_AFTER": 100,
                       "RATES": {"message": "1000/s", "user_message": "31/m"}}
     _, secret = await issue()
     async with SecureCommunicator(guarded, "/ws/g/", token=secret) as socket:
-        monkeypatch.setattr(consumers, "get_limiter", Unavailable)
+        monkeypatch.setattr(rates, "get_limiter", Unavailable)
         for expected in ["pong"] * 30 + ["error"] * 5:  # ping's own 30/m refuses these
             await socket.send_json({"action": "ping"})
             assert (await socket.receive_json())["type"] == expected

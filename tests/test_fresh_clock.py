@@ -18,6 +18,7 @@ from channels.layers import channel_layers, get_channel_layer
 
 from tests.conftest import configure_redis
 from wsops import codes, connections, remote
+from wsops.handshake import Handshake, TokenInfo
 
 TOKEN_PREFIX = "wst_abcdefgh"
 
@@ -53,6 +54,11 @@ async def registry():
             listener.cancel()
 
 
+def socket_handshake(user_id: int, ip: str, token: TokenInfo | None = None) -> Handshake:
+    return Handshake(ip=ip, ip_key=ip, origin=None, has_cookie=False, offers_marker=False,
+                     presents_credential=token is not None, user_id=user_id, token=token)
+
+
 class FakeSocket:
     """What the registry needs of a socket: its scope and the ASGI ``send``."""
 
@@ -61,8 +67,8 @@ class FakeSocket:
         self.closed = asyncio.Event()
         self.scope = {"type": "websocket", "path": "/ws/chat/lobby/",
                       "client": ["10.0.0.1", 50000], "headers": [],
-                      "wsops": {"user_id": 42, "ip": "10.0.0.1",
-                                "token": {"id": 1, "prefix": TOKEN_PREFIX, "expires_at": None}}}
+                      "wsops": socket_handshake(42, "10.0.0.1",
+                                                TokenInfo(1, TOKEN_PREFIX, [], None))}
 
     async def send(self, message: dict) -> None:
         self.sent.append(message)
@@ -98,7 +104,7 @@ async def test_first_socket_joins_the_workers_group_and_a_remote_close_reaches_i
 async def test_a_remote_close_for_someone_else_leaves_the_socket_open(fresh_clock, layer,
                                                                       registry):
     socket, other = FakeSocket(), FakeSocket()
-    other.scope["wsops"] = {"user_id": 7, "ip": "10.0.0.2", "token": None}
+    other.scope["wsops"] = socket_handshake(7, "10.0.0.2")
     await registry.add("member-1", connections.Entry(socket.scope, socket.send))
     await registry.add("member-2", connections.Entry(other.scope, other.send))
     assert await remote.disconnect({"user": "7"}, reason="blocked") is None

@@ -21,7 +21,7 @@ from django.core.management import call_command
 
 from tests.conftest import configure_redis
 from wsops import store, tickets, tokens
-from wsops.ratelimit import Identity, ban, parse_identity
+from wsops.limits.operators import Identity, ban, parse_identity
 from wsops.testing import SecureCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -180,7 +180,7 @@ class _Boom:
 
 async def test_a_pickle_in_the_token_cache_is_never_loaded(app, alice, redis, events):
     _, secret = await issue(alice)
-    key = tokens.cache_key_for(secret)
+    key = tokens.cache_key(tokens.hash_secret(secret))
     payload = base64.b64encode(pickle.dumps(_Boom())).decode()
     redis.client().set(key, f"{alice.pk}|{secret[:12]}|{payload}")
     outcome = await SecureCommunicator(app, PATH, token=secret).outcome()
@@ -196,15 +196,15 @@ async def test_a_forged_or_copied_cache_entry_grants_nothing(app, alice, make_us
     _, mallory_secret = await issue(mallory)
     assert (await SecureCommunicator(app, PATH, token=alice_secret).outcome()).accepted
     client = redis.client()
-    genuine = client.get(tokens.cache_key_for(alice_secret))
+    genuine = client.get(tokens.cache_key(tokens.hash_secret(alice_secret)))
     assert genuine.count("|") >= 3 and str(alice.pk) in genuine
     # Copy alice's genuine entry under mallory's token: the MAC is bound to the key.
-    client.set(tokens.cache_key_for(mallory_secret), genuine)
+    client.set(tokens.cache_key(tokens.hash_secret(mallory_secret)), genuine)
     async with SecureCommunicator(app, PATH, token=mallory_secret) as socket:
         await socket.send_json({"action": "whoami"})
         assert (await socket.receive_json())["user"] == "mallory"
     # Edit the JSON inside a genuine entry: refused as tampered, verified from the DB.
-    client.set(tokens.cache_key_for(mallory_secret),
+    client.set(tokens.cache_key(tokens.hash_secret(mallory_secret)),
                genuine.replace('"username":"alice"', '"username":"mallory"'))
     async with SecureCommunicator(app, PATH, token=alice_secret) as socket:
         await socket.send_json({"action": "whoami"})
@@ -223,7 +223,7 @@ async def test_a_ticket_written_into_redis_is_not_a_ticket(app, alice, redis, ev
 async def test_cached_user_has_no_password_and_cannot_overwrite_it(app, alice, redis):
     _, secret = await issue(alice)
     assert (await SecureCommunicator(app, PATH, token=secret).outcome()).accepted
-    raw = redis.client().get(tokens.cache_key_for(secret))
+    raw = redis.client().get(tokens.cache_key(tokens.hash_secret(secret)))
     assert "password" not in raw and "pbkdf2" not in raw
     verified = await tokens.verify(secret, touch=False)
     assert "password" in verified.user.get_deferred_fields()
@@ -298,7 +298,7 @@ async def test_client_values_cannot_forge_log_lines(app, caplog, events):
 async def test_cached_token_is_refused_at_once_after_orm_changes(app, alice, redis, change):
     token, secret = await issue(alice, ttl=3600)
     assert (await SecureCommunicator(app, PATH, token=secret).outcome()).accepted  # cached
-    assert redis.client().get(tokens.cache_key_for(secret))
+    assert redis.client().get(tokens.cache_key(tokens.hash_secret(secret)))
     if change == "delete_token":
         await db(token.delete)
     elif change == "purge":
@@ -313,7 +313,7 @@ async def test_cached_token_is_refused_at_once_after_orm_changes(app, alice, red
         from wsops.models import WebSocketToken
 
         await db(lambda: WebSocketToken.objects.filter(pk=token.pk).delete())
-    assert redis.client().get(tokens.cache_key_for(secret)) is None
+    assert redis.client().get(tokens.cache_key(tokens.hash_secret(secret))) is None
     assert (await SecureCommunicator(app, PATH, token=secret).outcome()).refused_before_accept
 
 
@@ -395,7 +395,7 @@ async def test_cidr_bans(app, alice, redis, cidr, inside, outside):
                                         client=(outside, 5000)).outcome()
     assert admitted.accepted
     snapshot = store.sync_client()
-    from wsops.ratelimit import snapshot as take
+    from wsops.limits.operators import snapshot as take
 
     assert [(b["kind"], b["id"]) for b in take(snapshot)["bans"]] == [
         ("ip", str(parse_identity(f"ip:{cidr}").network))]
@@ -483,7 +483,7 @@ async def test_a_genuine_record_stored_again_after_its_time_is_refused(app, alic
     token, secret = await issue(alice)
     assert (await SecureCommunicator(app, PATH, token=secret).outcome()).accepted
     client = redis.client()
-    old_entry = client.get(tokens.cache_key_for(secret))
+    old_entry = client.get(tokens.cache_key(tokens.hash_secret(secret)))
     ticket, _ = await db(tickets.issue, alice)
     old_ticket = client.get(tickets._key(ticket))
     assert await tickets.consume(ticket) is not None
@@ -491,7 +491,7 @@ async def test_a_genuine_record_stored_again_after_its_time_is_refused(app, alic
 
     later = time.time() + 3600  # past TOKEN_CACHE_SECONDS and TICKET_TTL
     monkeypatch.setattr(sealing.time, "time", lambda: later)
-    client.set(tokens.cache_key_for(secret), old_entry)
+    client.set(tokens.cache_key(tokens.hash_secret(secret)), old_entry)
     client.set(tickets._key(ticket), old_ticket)
     assert (await SecureCommunicator(app, PATH, token=secret).outcome()).refused_before_accept
     assert await tickets.consume(ticket) is None
@@ -505,7 +505,7 @@ def test_a_transactional_save_drops_the_cache_again_at_commit(alice, settings, p
 
     configure_redis(settings, private_redis)
     token, secret = tokens.issue(alice)
-    key = tokens.cache_key_for(secret)
+    key = tokens.cache_key(tokens.hash_secret(secret))
     client = private_redis.client()
     with transaction.atomic():
         token.expires_at = tokens.now() - timedelta(seconds=1)

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from prometheus_client import REGISTRY
 
 from wsops import metrics, signals, tokens
+from wsops.handshake.state import Handshake
 from wsops.logging import JsonFormatter
 from wsops.testing import SecureCommunicator
 
@@ -82,7 +83,7 @@ def test_a_ban_reason_is_counted_as_banned():
     banned = ("wsops_handshakes_total", {"outcome": "refused", "reason": "banned",
                                          "transport": "none"})
     delta = Delta(banned)
-    metrics.refused({"wsops": {}}, signals.BANNED, "spammed the lobby, see ticket 42")
+    metrics.refused({}, signals.BANNED, "spammed the lobby, see ticket 42")
     assert delta.now() == [1]
 
 
@@ -154,7 +155,8 @@ def json_lines(emit):
 def test_an_event_is_one_json_line_with_ids_and_no_secret():
     secret = "wst_" + "B" * 43
     scope = {"type": "websocket", "path": f"/ws/x\n2026 WARNING forged\u2028{secret}",
-             "client": ("10.0.0.1", 5000), "headers": [], "wsops": {"origin": 'a"b'}}
+             "client": ("10.0.0.1", 5000), "headers": [(b"origin", b'a"b')]}
+    scope["wsops"] = Handshake.parse(scope)
     events = []
     lines = json_lines(lambda: events.append(
         signals.report(signals.ORIGIN, scope, "origin_not_allowed", close_code=4403)))
@@ -162,16 +164,17 @@ def test_an_event_is_one_json_line_with_ids_and_no_secret():
     record = json.loads(lines[0])
     event = events[0]
     assert record["event_id"] == event["event_id"] and len(event["event_id"]) == 32
-    assert record["connection_id"] == event["connection_id"] == scope["wsops"]["connection_id"]
+    assert record["connection_id"] == event["connection_id"] and event["connection_id"]
     assert record["kind"] == "origin" and record["reason"] == "origin_not_allowed"
     assert record["ip"] == "10.0.0.1" and record["close_code"] == 4403
     assert record["origin"] == 'a"b' and record["level"] == "WARNING"
     assert record["timestamp"].endswith("+00:00") and "T" in record["timestamp"]
     assert secret not in lines[0] and "wst_BBBBBBBB..." in record["path"]
-    # A second event of the same socket names the same connection, with its own id.
-    again = signals.report(signals.ORIGIN, scope, "origin_not_allowed")
-    assert again["connection_id"] == event["connection_id"]
-    assert again["event_id"] != event["event_id"]
+    # A registered socket's events name its registry id, each event with its own id.
+    scope["wsops"].connection_id = "worker-1:42"
+    again = [signals.report(signals.SIZE, scope, "message_too_big") for _ in range(2)]
+    assert [e["connection_id"] for e in again] == ["worker-1:42"] * 2
+    assert len({event["event_id"], *(e["event_id"] for e in again)}) == 3
 
 
 def test_the_proxy_request_id_is_kept_when_well_formed():

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsops.clientip import parse_address, resolve
-from wsops.credentials import MALFORMED, TICKET, TOKEN, find_credential, strip_secrets
+from wsops.handshake import Handshake
+from wsops.handshake.transports import MALFORMED, TICKET, TOKEN, find_credential, strip_secrets
 from wsops.origins import current_policy, parse_origin
 from wsops.units import parse_rate
 
@@ -117,7 +118,9 @@ def harness(django_db_blocker):
         consumer = ChatConsumer()
         consumer.scope = {"type": "websocket", "path": "/ws/chat/x/", "headers": [],
                           "client": ["127.0.0.1", 1], "user": AnonymousUser(),
-                          "wsops": {"auth_method": "header"},
+                          "wsops": Handshake(ip="127.0.0.1", ip_key="127.0.0.1", origin=None,
+                                             has_cookie=False, offers_marker=False,
+                                             presents_credential=True, auth_method="header"),
                           "url_route": {"kwargs": {"room": "x"}}}
         consumer.channel_layer = None
 

@@ -1,4 +1,4 @@
-"""The limiter engine on a real Redis: GCRA, one round trip, caps, bans, and wsratelimit."""
+"""The limits engine on a real Redis: GCRA, one round trip, caps, bans, and wsoperators."""
 
 import asyncio
 import io
@@ -10,20 +10,19 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from tests.conftest import configure_redis
-from wsops import ratelimit, store
-from wsops.ratelimit import (
+from wsops import store
+from wsops.limits import operators
+from wsops.limits.engine import (
     BANNED,
-    CAPPED,
-    THROTTLED,
+    OVER_CAP,
+    OVER_RATE,
     Cap,
-    Identity,
     Limit,
     LocalLimiter,
     RedisLimiter,
-    ban_key,
-    cap_key,
-    rate_key,
 )
+from wsops.limits.keys import ban_key, cap_key, rate_key
+from wsops.limits.operators import Identity
 from wsops.units import Rate
 
 
@@ -78,7 +77,7 @@ async def test_gcra_burst_then_sustained_rate(redis, limiter_class):
     limit = (Limit(rate_key("message", "user", "1"), Rate(5, 2)),)  # 5 per 2 s, 0.4 s apart
     results = [await limiter.admit(limits=limit) for _ in range(6)]
     assert [r.allowed for r in results] == [True] * 5 + [False]
-    assert results[-1].outcome == THROTTLED and 0.3 < results[-1].retry_after <= 0.41
+    assert results[-1].outcome == OVER_RATE and 0.3 < results[-1].retry_after <= 0.41
     await asyncio.sleep(0.45)
     assert (await limiter.admit(limits=limit)).allowed
     assert not (await limiter.admit(limits=limit)).allowed
@@ -117,21 +116,21 @@ async def test_caps_release_and_expiry(redis, limiter_class):
     cap = (Cap(cap_key("user", "9"), 2),)
     assert (await limiter.admit(caps=cap, member="a", ttl=1)).allowed
     assert (await limiter.admit(caps=cap, member="b", ttl=1)).allowed
-    assert (await limiter.admit(caps=cap, member="c", ttl=1)).outcome == CAPPED
+    assert (await limiter.admit(caps=cap, member="c", ttl=1)).outcome == OVER_CAP
     await limiter.release(cap, "a")
     assert (await limiter.admit(caps=cap, member="c", ttl=1)).allowed
     await asyncio.sleep(0.6)
     await limiter.refresh([(cap[0].key, "c")], ttl=1)  # c is alive, b is not refreshed
     await asyncio.sleep(0.6)
     assert (await limiter.admit(caps=cap, member="d", ttl=1)).allowed  # b expired
-    assert (await limiter.admit(caps=cap, member="e", ttl=1)).outcome == CAPPED
+    assert (await limiter.admit(caps=cap, member="e", ttl=1)).outcome == OVER_CAP
 
 
 async def test_ban_is_refused_with_its_reason(redis):
-    ratelimit.ban(redis.client(), Identity("ip", "5.5.5.5"), 60, "scraping")
+    operators.ban(redis.client(), Identity("ip", "5.5.5.5"), 60, "scraping")
     decision = await RedisLimiter().admit(bans=(ban_key("ip", "5.5.5.5"),))
     assert decision.outcome == BANNED and decision.ban["reason"] == "scraping"
-    assert ratelimit.unban(redis.client(), Identity("ip", "5.5.5.5"))
+    assert operators.unban(redis.client(), Identity("ip", "5.5.5.5"))
     assert (await RedisLimiter().admit(bans=(ban_key("ip", "5.5.5.5"),))).allowed
 
 
@@ -161,7 +160,7 @@ async def test_show_matches_the_counters_in_text_and_json(redis, make_user):
     await limiter.admit(caps=(Cap(cap_key("user", "42"), 20),), member="w:1", ttl=30)
     await limiter.admit(caps=(Cap(cap_key("user", "42"), 20),), member="w:2", ttl=30)
     client = redis.client()
-    ratelimit.ban(client, Identity("ip", "7.7.7.7"), 3600, "abuse")
+    operators.ban(client, Identity("ip", "7.7.7.7"), 3600, "abuse")
 
     from asgiref.sync import sync_to_async
 
@@ -224,7 +223,7 @@ def test_scan_on_a_redis_with_many_unrelated_keys(redis):
     client.set(rate_key("connect", "ip", "8.8.8.8"), f"{time.time() * 1000 + 5000}|10|60000",
                px=5000)
     started = time.monotonic()
-    data = ratelimit.snapshot(client)
+    data = operators.snapshot(client)
     assert time.monotonic() - started < 5
     assert [c["id"] for c in data["counters"]] == ["8.8.8.8"]
 

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from wsops import tokens
-from wsops.credentials import TOKEN_RE
+from wsops.handshake.transports import TOKEN_RE
 from wsops.models import WebSocketToken
 
 pytestmark = pytest.mark.django_db

@@ -24,8 +24,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
-from . import codes, operations, ratelimit, signals, store, tokens
+from . import codes, operations, signals, store, tokens
 from .conf import get_settings
+from .limits import operators
 from .models import Ban, LiveConnection, RateCounter, WebSocketToken
 from .remote import disconnect
 from .units import FINITE_DURATION_HELP, format_duration, parse_duration
@@ -190,7 +191,7 @@ class LiveConnectionAdmin(LivePage):
         return request.user.has_perm("wsops.delete_liveconnection")
 
     def rows(self, request: HttpRequest, client: Any) -> dict[str, Any]:
-        found = ratelimit.snapshot(client, scope="connections", limit=MAX_KEYS)["connections"]
+        found = operators.snapshot(client, bucket="connections", limit=MAX_KEYS)["connections"]
         found.sort(key=lambda row: -row["live"])
         users = [row for row in found if row["kind"] == "user"][:MAX_ROWS]
         names = _usernames([row["id"] for row in users])
@@ -206,7 +207,7 @@ class LiveConnectionAdmin(LivePage):
         if not self.has_delete_permission(request):
             raise PermissionDenied
 
-        def close(client: Any, identity: ratelimit.Identity) -> None:
+        def close(client: Any, identity: operators.Identity) -> None:
             failure = async_to_sync(disconnect)(
                 {identity.kind: identity.id}, reason="disconnected_by_operator",
                 code=codes.FORBIDDEN, kind=signals.PERMISSION)
@@ -232,7 +233,7 @@ class BanForm(forms.Form):
     disconnect = forms.BooleanField(required=False,
                                     help_text="Also close its live sockets on every worker.")
 
-    def clean_ident(self) -> ratelimit.Identity:
+    def clean_ident(self) -> operators.Identity:
         try:
             return operations.resolve_identity(self.cleaned_data["ident"].strip())
         except ValueError as error:
@@ -257,7 +258,7 @@ class BanAdmin(LivePage):
         return request.user.has_perm("wsops.delete_ban")
 
     def rows(self, request: HttpRequest, client: Any) -> dict[str, Any]:
-        bans = ratelimit.snapshot(client, scope="bans", limit=MAX_KEYS)["bans"]
+        bans = operators.snapshot(client, bucket="bans", limit=MAX_KEYS)["bans"]
         bans.sort(key=lambda ban: ban["expires_in"])
         for ban in bans:
             ban["expires"] = format_duration(ban["expires_in"])
@@ -281,7 +282,7 @@ class BanAdmin(LivePage):
     def _ban(self, request: HttpRequest, client: Any, data: dict[str, Any]) -> HttpResponse:
         identity, seconds, reason = data["ident"], data["duration"], data["reason"]
         try:
-            ratelimit.ban(client, identity, seconds, reason)
+            operators.ban(client, identity, seconds, reason)
         except store.store_errors() as error:
             self.message_user(request, f"Redis failed: {type(error).__name__}", messages.ERROR)
             return HttpResponseRedirect(self.page_url())
@@ -300,8 +301,8 @@ class BanAdmin(LivePage):
         if not self.has_delete_permission(request):
             raise PermissionDenied
 
-        def lift(client: Any, identity: ratelimit.Identity) -> None:
-            if ratelimit.unban(client, identity):
+        def lift(client: Any, identity: operators.Identity) -> None:
+            if operators.unban(client, identity):
                 self.message_user(request, f"Unblocked {identity}.", messages.SUCCESS)
             else:
                 self.message_user(request, f"{identity} was not blocked.", messages.WARNING)
@@ -320,7 +321,7 @@ class RateCounterAdmin(LivePage):
         if scope is not None and scope not in scopes and not scope.startswith("action."):
             self.message_user(request, f"Unknown scope {scope!r}.", messages.ERROR)
             scope = None
-        data = ratelimit.snapshot(client, scope=scope, limit=MAX_KEYS)
+        data = operators.snapshot(client, bucket=scope, limit=MAX_KEYS)
         rows = operations.rank(data, MAX_ROWS)
         for row in rows:
             row["percent"] = f"{row['load']:.0%}"

@@ -10,7 +10,7 @@ seen as ``::ffff:127.0.0.1``.
 Per-IP limits key an IPv6 client by its network, ``WSOPS["IPV6_PREFIX"]``
 (default 64), not by its address: anyone with an ordinary /64 has 2**64
 addresses to rotate through, so a per-address key limits nothing.
-``client_key()`` is that key (``2001:db8:1:2::/64``); IPv4 keys are addresses.
+``per_ip_key()`` is that key (``2001:db8:1:2::/64``); IPv4 keys are addresses.
 
 The socket peer is the client unless the peer is a trusted proxy
 (``WSOPS["TRUSTED_PROXIES"]``: addresses, CIDRs, or ``"unix"`` for a unix-socket
@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from .conf import get_settings, on_reload
+from .scope import header
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -98,15 +99,6 @@ def _is_trusted(address: Address | None) -> bool:
     return any(address in network for network in networks)
 
 
-def header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    """The last value of a request header (names are lower-case bytes in ASGI)."""
-    found = None
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            found = value
-    return found
-
-
 def resolve(peer: str | None, forwarded_for: bytes | None) -> str | None:
     """Pure resolution rule, separated out so it can be property-tested.
 
@@ -133,20 +125,13 @@ def resolve(peer: str | None, forwarded_for: bytes | None) -> str | None:
     return str(peer_address) if peer_address else None
 
 
-def client_ip(scope: dict[str, Any]) -> str | None:
-    """The client's canonical address for this connection (cached in ``scope["wsops"]``)."""
-    state = scope.setdefault("wsops", {})
-    if "ip" not in state:
-        client = scope.get("client")
-        peer = str(client[0]) if client else None
-        state["ip"] = resolve(peer, header(scope, b"x-forwarded-for"))
-    return state["ip"]
+def client_address(scope: dict[str, Any]) -> str | None:
+    """The client's canonical address for a connection (``Handshake.parse`` keeps it)."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else None
+    return resolve(peer, header(scope, b"x-forwarded-for"))
 
 
-def client_key(scope: dict[str, Any]) -> str | None:
-    """The key per-IP limits, caps and bans use for this connection (IPv6: its network)."""
-    state = scope.setdefault("wsops", {})
-    if "ip_key" not in state:
-        ip = client_ip(scope)
-        state["ip_key"] = address_key(ipaddress.ip_address(ip)) if ip else None
-    return state["ip_key"]
+def per_ip_key(address: str | None) -> str | None:
+    """The id per-IP limits, caps and bans use for an address (IPv6: its network)."""
+    return address_key(ipaddress.ip_address(address)) if address else None

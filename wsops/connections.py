@@ -32,9 +32,15 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import codes, signals, store
+from channels.layers import get_channel_layer
+
+from . import codes, metrics, signals, store
 from .conf import get_settings
-from .ratelimit import Cap, get_limiter, ip_matches
+from .handshake.state import Handshake
+from .limits.engine import Cap, get_limiter
+from .limits.operators import ip_matches
+from .scope import Application, Receive, Scope, Send
+from .tokens import now, recheck
 
 logger = logging.getLogger("wsops")
 WORKERS_GROUP = "wsops.workers"
@@ -49,23 +55,23 @@ def new_member() -> str:
     return f"{_worker}:{next(_member_ids)}"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
-    scope: dict[str, Any]  # the socket's scope: its "wsops" state is read live
-    send: Any
+    scope: Scope  # the socket's scope; its Handshake is shared with the consumer's
+    send: Send
     caps: tuple[Cap, ...] = ()
     closed: bool = field(default=False)
 
     @property
-    def state(self) -> dict[str, Any]:
-        return self.scope.setdefault("wsops", {})
+    def handshake(self) -> Handshake:
+        return self.scope["wsops"]
 
     def matches(self, match: dict[str, str]) -> bool:
         """Whether this socket is one a remote close names (``ip`` may be a network)."""
-        state = self.state
-        token = state.get("token") or {}
-        actual = {"user": str(state.get("user_id")), "token": token.get("prefix")}
-        return all(ip_matches(state.get("ip"), value) if kind == "ip"
+        handshake = self.handshake
+        token = handshake.token
+        actual = {"user": str(handshake.user_id), "token": token.prefix if token else None}
+        return all(ip_matches(handshake.ip, value) if kind == "ip"
                    else actual.get(kind) == value for kind, value in match.items())
 
     async def close(self, code: int, kind: str, reason: str) -> None:
@@ -138,11 +144,10 @@ class LiveConnections:
                 logger.exception("wsops: live connection bookkeeping failed")
 
     async def _close_expired(self) -> None:
-        from .tokens import now
-
         current = now().timestamp()
         for entry in list(self.entries.values()):
-            expires = (entry.state.get("token") or {}).get("expires_at")
+            token = entry.handshake.token
+            expires = token.expires_at if token is not None else None
             if expires is not None and expires <= current and not entry.closed:
                 await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "expired")
 
@@ -154,24 +159,22 @@ class LiveConnections:
         fields (``is_superuser``, ``is_staff``, ...) are refreshed in place, so
         nothing a consumer reads is older than ``TOKEN_CACHE_SECONDS``.
         """
-        from .tokens import recheck
-
         live = [e for e in self.entries.values() if not e.closed]
-        token_ids = {e.state["token"]["id"] for e in live if e.state.get("token")}
-        user_ids = {e.state["user_id"] for e in live if e.state.get("user_id") is not None}
+        token_ids = {e.handshake.token.id for e in live if e.handshake.token is not None}
+        user_ids = {e.handshake.user_id for e in live if e.handshake.user_id is not None}
         if not token_ids and not user_ids:
             return
         found = await recheck(token_ids, user_ids)
         for entry in live:
-            token = entry.state.get("token")
-            user_id = entry.state.get("user_id")
-            if token and token["id"] not in found.tokens:
+            token = entry.handshake.token
+            user_id = entry.handshake.user_id
+            if token is not None and token.id not in found.tokens:
                 await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "revoked")
             elif user_id is not None and user_id not in found.users:
                 await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "inactive_user")
             else:
-                if token:
-                    token.update(found.tokens[token["id"]])
+                if token is not None:
+                    token.scopes, token.expires_at = found.tokens[token.id]
                 if user_id is not None:
                     refresh_user(entry.scope.get("user"), found.users[user_id])
 
@@ -187,8 +190,6 @@ class LiveConnections:
     # --- remote close ---------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
-        from channels.layers import get_channel_layer
-
         layer = get_channel_layer()
         if layer is None:
             self.joined.set()
@@ -240,6 +241,26 @@ def refresh_user(user: Any, fresh: Any) -> None:
         setattr(target, model_field.attname, getattr(fresh, model_field.attname))
     for attribute in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         target.__dict__.pop(attribute, None)
+
+
+async def serve_registered(handshake: Handshake, scope: Scope, receive: Receive, send: Send,
+                           inner: Application) -> Any:
+    """Run ``inner`` with the socket in this worker's registry; free its slots after."""
+    registry = live_connections()
+    member = handshake.connection_id
+    admission = handshake.admission
+    entry = Entry(scope, send, admission.caps if admission is not None else ())
+    handshake.admission = None  # the entry holds the slots from now on
+    await registry.add(member, entry)
+    try:
+        return await metrics.observed(inner, scope, receive, send)
+    finally:
+        registry.remove(member)
+        if entry.caps:  # a first-frame login may have added slots
+            try:
+                await get_limiter().release(entry.caps, member)
+            except store.StoreUnavailable:
+                pass  # they expire within CONNECTION_TTL
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveConnections] = (

@@ -30,6 +30,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import signals
+
 MAX_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's payload is at most 125 bytes
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
@@ -79,8 +81,6 @@ def install() -> bool:
     def on_connect(self: Any, request: Any) -> Any:
         protocols = request.headers.get("sec-websocket-protocol", "")
         if not (request.path.isascii() and protocols.isascii()):
-            from . import signals
-
             peer = self.transport.getPeer()
             client = [str(peer.host), peer.port] if hasattr(peer, "host") else None
             signals.report(signals.INVALID_INPUT, {"path": request.path, "client": client},

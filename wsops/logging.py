@@ -32,7 +32,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from .credentials import TICKET_PREFIX, TICKET_RE, TOKEN_RE
+from .handshake.transports import TICKET_PREFIX, TICKET_RE, TOKEN_RE
 
 # Attributes every LogRecord has: not copied as extra fields.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {

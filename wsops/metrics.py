@@ -155,13 +155,13 @@ def enabled() -> bool:
 # --- recording (the runtime's hooks) -----------------------------------------------------
 
 
-def transport_of(scope: dict[str, Any] | None) -> str:
-    """The credential transport of a connection, as a bounded label."""
-    state = (scope or {}).get("wsops") or {}
-    method = state.get("auth_method")
-    if method is None and state.get("credential") is not None:
-        method = state["credential"].transport
-    method = method or "none"
+def transport_of(scope: dict[str, Any] | None, known: str | None = None) -> str:
+    """The credential transport of a connection, as a bounded label.
+
+    How it authenticated, else ``known`` (an authentication refusal names the
+    transport it refused), else ``none``.
+    """
+    method = getattr((scope or {}).get("wsops"), "auth_method", None) or known or "none"
     return method if method in TRANSPORT_LABELS else OTHER
 
 
@@ -174,10 +174,26 @@ def handshake(outcome: str, reason: str, transport: str) -> None:
                   transport if transport in TRANSPORT_LABELS else OTHER).inc()
 
 
-def refused(scope: dict[str, Any] | None, kind: str, reason: str) -> None:
+def refused(scope: dict[str, Any] | None, kind: str, reason: str,
+            transport: str | None = None) -> None:
     """Count a refused handshake from its security event's kind and reason."""
     if recorder() is not None:
-        handshake("refused", "banned" if kind == "banned" else reason, transport_of(scope))
+        handshake("refused", "banned" if kind == "banned" else reason,
+                  transport_of(scope, transport))
+
+
+# id(scope["wsops"]) of each observed socket not accepted yet -> its last event's
+# (kind, reason): an application that closes before accepting (connect_permission)
+# is counted as a refusal with the reason it reported.
+_before_accept: dict[int, tuple[str, str]] = {}
+
+
+def noted(scope: dict[str, Any] | None, kind: str, reason: str) -> None:
+    """``signals.report`` tells of each event (a dict lookup when nothing waits)."""
+    if _before_accept and scope:
+        key = id(scope.get("wsops"))
+        if key in _before_accept:
+            _before_accept[key] = (kind, reason)
 
 
 def message(outcome: str, code: str = "") -> None:
@@ -239,18 +255,20 @@ async def observed(app: Callable[..., Any], scope: dict[str, Any], receive: Any,
     if metrics is None:
         return await app(scope, receive, send)
     seen: dict[str, Any] = {}
+    key = id(scope.get("wsops"))
+    _before_accept[key] = ("", "application")
 
     async def watched_send(event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "websocket.accept" and "accepted" not in seen:
             seen["accepted"] = True
+            _before_accept.pop(key, None)
             handshake("accepted", "", transport_of(scope))
             metrics.open_sockets.inc()
         elif kind == "websocket.close" and "code" not in seen:
             seen["code"] = event.get("code", 1000)
             if "accepted" not in seen:
-                last = (scope.get("wsops") or {}).get("last_event") or ("", "application")
-                refused(scope, *last)
+                refused(scope, *_before_accept.pop(key, ("", "application")))
         await send(event)
 
     async def watched_receive() -> dict[str, Any]:
@@ -262,6 +280,7 @@ async def observed(app: Callable[..., Any], scope: dict[str, Any], receive: Any,
     try:
         return await app(scope, watched_receive, watched_send)
     finally:
+        _before_accept.pop(key, None)
         if seen.get("accepted"):
             metrics.open_sockets.dec()
             metrics.child(metrics.closes, metrics.label["code"](seen.get("code", 1006))).inc()

@@ -3,7 +3,7 @@
 Both name identities the same way (``ip:1.2.3.4``, ``ip:2001:db8::/48``, ``user:42`` or
 ``user:USERNAME``, ``token:wst_ab12cd34`` or a shorter unique prefix) and rank the
 heaviest identities the same way, so the admin shows what ``wsratelimit top`` prints.
-Reads use ``ratelimit.snapshot`` (SCAN, never KEYS).
+Reads use ``wsops.limits.operators.snapshot`` (SCAN, never KEYS).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 
-from . import ratelimit, tokens
-from .ratelimit import Identity
+from . import tokens
+from .limits import operators
+from .limits.operators import Identity
 
 
 def resolve_identity(text: str) -> Identity:
     """Parse an identity and resolve user names and short token prefixes; ValueError if not."""
-    identity = ratelimit.parse_identity(text)
+    identity = operators.parse_identity(text)
     if identity.kind == "user" and not identity.id.isdigit():
         model = get_user_model()
         try:
@@ -42,12 +43,12 @@ def heaviest(client: Any, scope: str | None, limit: int, progress: Any = None,
     Each row: ``identity``, ``load`` (0..1), ``scopes`` (``{scope: "used/limit"}``) and
     ``connections`` (live sockets). ``max_keys`` bounds the keys read per kind.
     """
-    return rank(ratelimit.snapshot(client, scope=scope, progress=progress, limit=max_keys),
+    return rank(operators.snapshot(client, bucket=scope, progress=progress, limit=max_keys),
                 limit)
 
 
 def rank(data: dict[str, list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
-    """The ``limit`` heaviest identities of a ``ratelimit.snapshot``."""
+    """The ``limit`` heaviest identities of an ``operators.snapshot``."""
     load: dict[str, dict[str, Any]] = {}
 
     def entry(kind: str, ident: str) -> dict[str, Any]:

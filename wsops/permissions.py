@@ -28,8 +28,9 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 
 from .conf import get_settings
+from .scope import Scope, signed_in_user
 
-Scope = dict[str, Any]
+Answers = dict[int, tuple[float, bool]]  # id(permission) -> (valid until, answer)
 
 
 class BasePermission:
@@ -41,7 +42,7 @@ class BasePermission:
     async def has_permission(self, scope: Scope) -> bool:
         raise NotImplementedError
 
-    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
+    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
         """``has_permission``, with a cacheable answer kept in ``cache`` (the connection's)
         for ``PERMISSION_CACHE_SECONDS``. Composites pass the cache down to their parts, so
         only the parts that asked the database are cached: ``HasPerm(...) & HasScope(...)``
@@ -77,7 +78,7 @@ class AllOf(BasePermission):
     async def has_permission(self, scope: Scope) -> bool:
         return await self.allows(scope, None)
 
-    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
+    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
         for part in self.parts:
             if not await part.allows(scope, cache):
                 return False
@@ -88,7 +89,7 @@ class AllOf(BasePermission):
 
 
 class AnyOf(AllOf):
-    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
+    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
         for part in self.parts:
             if await part.allows(scope, cache):
                 return True
@@ -106,7 +107,7 @@ class Not(BasePermission):
     async def has_permission(self, scope: Scope) -> bool:
         return await self.allows(scope, None)
 
-    async def allows(self, scope: Scope, cache: dict[int, tuple[float, bool]] | None) -> bool:
+    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
         return not await self.inner.allows(scope, cache)
 
     def __repr__(self) -> str:
@@ -116,10 +117,6 @@ class Not(BasePermission):
 class AllowAny(BasePermission):
     async def has_permission(self, scope: Scope) -> bool:
         return True
-
-
-def _user(scope: Scope) -> Any:
-    return scope.get("user")
 
 
 def fresh_user(user: Any) -> Any:
@@ -132,8 +129,8 @@ def fresh_user(user: Any) -> Any:
 
 class IsAuthenticated(BasePermission):
     async def has_permission(self, scope: Scope) -> bool:
-        user = _user(scope)
-        return bool(user is not None and user.is_authenticated and user.is_active)
+        user = signed_in_user(scope)
+        return bool(user is not None and user.is_active)
 
 
 class HasPerm(BasePermission):
@@ -145,8 +142,8 @@ class HasPerm(BasePermission):
         self.perms = perms
 
     async def has_permission(self, scope: Scope) -> bool:
-        user = _user(scope)
-        if user is None or not user.is_authenticated:
+        user = signed_in_user(scope)
+        if user is None:
             return False
 
         def check() -> bool:
@@ -168,8 +165,8 @@ class InGroup(BasePermission):
         self.name = name
 
     async def has_permission(self, scope: Scope) -> bool:
-        user = _user(scope)
-        if user is None or not user.is_authenticated:
+        user = signed_in_user(scope)
+        if user is None:
             return False
         return await database_sync_to_async(
             lambda: get_user_model()._default_manager.filter(
@@ -191,14 +188,29 @@ class HasScope(BasePermission):
         self.scopes = scopes
 
     async def has_permission(self, scope: Scope) -> bool:
-        token = scope.get("wsops", {}).get("token")
+        handshake = scope.get("wsops")
+        token = handshake.token if handshake is not None else None
         if token is None:
-            user = _user(scope)
-            if user is None or not user.is_authenticated:
+            if signed_in_user(scope) is None:
                 return False
             granted = get_settings().SESSION_SCOPES
             return granted is None or all(s in granted for s in self.scopes)
-        return all(s in token.get("scopes", ()) for s in self.scopes)
+        return all(s in token.scopes for s in self.scopes)
 
     def __repr__(self) -> str:
         return f"HasScope({', '.join(map(repr, self.scopes))})"
+
+
+class PermissionCache:
+    """One connection's cached permission answers, for ``PERMISSION_CACHE_SECONDS``.
+
+    Created on first use: most sockets never need one (memory per idle socket).
+    """
+
+    __slots__ = ("answers",)
+
+    def __init__(self) -> None:
+        self.answers: Answers = {}
+
+    async def allows(self, permission: BasePermission, scope: Scope) -> bool:
+        return await permission.allows(scope, self.answers)

@@ -8,8 +8,8 @@ in the event loop: keep them quick, or hand the event to a queue.
 
 Each event has an ``event_id``, unique and the same in the log line, the JSON
 line (``wsops.logging.JsonFormatter``) and the signal, and the ``connection_id``
-of its socket (the id the connection registry knows it by; assigned at the
-first event of a socket that has none yet), so one refusal, or every event of
+of its socket (the id the connection registry knows it by; a socket refused
+before it was registered gets a fresh one), so one refusal, or every event of
 one socket, can be followed through log pipelines. An ``X-Request-ID`` header
 becomes the event's ``request_id``: the nginx config of ``wsdeploy`` sets it to
 nginx's ``$request_id`` (overwriting whatever the client sent) and writes that
@@ -30,6 +30,8 @@ import re
 from typing import Any
 
 from django.dispatch import Signal
+
+from .clientip import client_address
 
 security_event = Signal()
 logger = logging.getLogger("wsops.security")
@@ -83,19 +85,9 @@ def new_event_id() -> str:
     return os.urandom(16).hex()
 
 
-def connection_id(scope: dict[str, Any]) -> str:
-    """The socket's registry id; a socket refused before registration gets one here."""
-    from .connections import new_member  # connections imports this module
-
-    state = scope.setdefault("wsops", {})
-    if not state.get("connection_id"):
-        state["connection_id"] = new_member()
-    return state["connection_id"]
-
-
 def request_id(scope: dict[str, Any]) -> str | None:
     """The ``X-Request-ID`` the proxy sent (the id in its access log), if well-formed."""
-    from .clientip import header
+    from .scope import header
 
     raw = header(scope, b"x-request-id")
     text = raw.decode("latin-1") if raw is not None else ""
@@ -104,26 +96,33 @@ def request_id(scope: dict[str, Any]) -> str | None:
 
 def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
     """Log and signal one security event about the connection ``scope``."""
-    from .clientip import client_ip  # local import: clientip reads settings lazily
+    from . import metrics
+    from .connections import new_member  # connections imports this module
 
-    state = scope.setdefault("wsops", {}) if scope is not None else {}
-    token = state.get("token") or {}
-    user = (scope or {}).get("user")
+    about = scope is not None
+    scope = scope or {}
+    handshake = scope.get("wsops")  # a wsops.handshake.Handshake, or absent
+    user = scope.get("user")
+    if handshake is not None:
+        ip, origin = handshake.ip, handshake.origin
+        token_prefix = handshake.token.prefix if handshake.token else handshake.presented_prefix
+    else:  # refused before wsops' middleware parsed it (daphne_compat)
+        ip, origin, token_prefix = client_address(scope), None, None
+    connection = getattr(handshake, "connection_id", None) or (new_member() if about else None)
     event = {
         "event_id": new_event_id(),
-        "connection_id": connection_id(scope) if scope is not None else None,
-        "request_id": request_id(scope) if scope is not None else None,
+        "connection_id": connection,
+        "request_id": request_id(scope),
         "kind": kind,
         "reason": reason,
-        "ip": client_ip(scope) if scope else None,
+        "ip": ip,
         "user_id": getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None,
-        "token_prefix": token.get("prefix") or state.get("presented_prefix"),
-        "path": (scope or {}).get("path"),
-        "origin": state.get("origin"),
+        "token_prefix": token_prefix,
+        "path": scope.get("path"),
+        "origin": origin,
         **extra,
     }
-    if scope is not None:  # what the metrics count a refusal seen only as a close by
-        state["last_event"] = (kind, reason)
+    metrics.noted(scope, kind, reason)  # a refusal the metrics see only as a close
     logger.warning(
         'wsops %s refused: %s (ip=%s user=%s token=%s path="%s" origin="%s" event=%s conn=%s)',
         *(escape(event[name]) for name in ("kind", "reason", "ip", "user_id", "token_prefix",

@@ -33,7 +33,12 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any
 
-from .credentials import SUBPROTOCOL
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from .handshake.transports import SUBPROTOCOL
 
 SETTLE = 0.3  # outcome(): how long an accepted socket is watched for a close
 
@@ -235,9 +240,6 @@ class SecureCommunicator(_Socket):
     async def _session_cookie(self) -> dict[str, str]:
         if self.user is None:
             return {}
-        from channels.db import database_sync_to_async
-        from django.conf import settings
-        from django.test import Client
 
         def login() -> str:
             client = Client()
@@ -247,8 +249,6 @@ class SecureCommunicator(_Socket):
         return {settings.SESSION_COOKIE_NAME: await database_sync_to_async(login)()}
 
     async def _open(self) -> None:
-        from channels.testing import WebsocketCommunicator
-
         cookies = {**(self.cookies or {}), **await self._session_cookie()}
         headers = _handshake_headers(self.origin, self.headers, cookies, self.bearer)
         self.communicator = WebsocketCommunicator(

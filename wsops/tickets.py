@@ -23,7 +23,7 @@ from django.core.cache import cache
 
 from . import sealing, store
 from .conf import get_settings
-from .credentials import TICKET_PREFIX, TICKET_RE
+from .handshake.transports import TICKET_PREFIX, TICKET_RE
 from .tokens import generate_secret, hash_secret
 
 

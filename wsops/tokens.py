@@ -32,13 +32,16 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import router, transaction
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from . import metrics, sealing, store
 from .conf import get_settings
-from .credentials import TOKEN_PREFIX, TOKEN_RE
+from .handshake.state import NOT_FETCHED, TokenInfo
+from .handshake.transports import TOKEN_PREFIX, TOKEN_RE
 from .models import WebSocketToken
 
 LAST_USED_RESOLUTION = 60  # seconds: last_used_at is written at most this often per token
@@ -64,10 +67,9 @@ class VerifiedToken:
     expires_at: float | None  # epoch seconds
     user: Any = field(repr=False, default=None)
 
-    def as_scope(self) -> dict[str, Any]:
-        """What ``scope["wsops"]["token"]`` carries: never the secret."""
-        return {"id": self.id, "prefix": self.prefix, "scopes": list(self.scopes),
-                "expires_at": self.expires_at}
+    def info(self) -> TokenInfo:
+        """What ``scope["wsops"].token`` carries: never the secret."""
+        return TokenInfo(self.id, self.prefix, list(self.scopes), self.expires_at)
 
 
 def generate_secret(prefix: str = TOKEN_PREFIX) -> str:
@@ -164,7 +166,8 @@ def find(reference: str, queryset: Any = None) -> list[WebSocketToken]:
 # --- verification (async: the handshake path) ------------------------------------------
 
 
-def _cache_key(token_hash: str) -> str:
+def cache_key(token_hash: str) -> str:
+    """The shared-cache key of a token's verification (read ahead by ConnectThrottle)."""
     return store.key("tok", token_hash)
 
 
@@ -174,7 +177,7 @@ def forget(hashes: Any) -> None:
     Inside a transaction, again once it commits: until then a handshake still
     reads the old committed row and would cache it afresh.
     """
-    keys = [_cache_key(h) for h in hashes]
+    keys = [cache_key(h) for h in hashes]
     if not keys or not store.redis_url():
         return
 
@@ -204,8 +207,6 @@ def connect_cache_invalidation() -> None:
     collector sends the signal for every row instead of fast-deleting. What sends no
     signal (``QuerySet.update()``, raw SQL) is seen within ``TOKEN_CACHE_SECONDS``.
     """
-    from django.db.models.signals import post_delete, post_save
-
     def token_changed(sender: Any, instance: WebSocketToken, **kwargs: Any) -> None:
         forget([instance.hash])
 
@@ -244,14 +245,8 @@ def _load_from_db(secret_hash: str, prefix: str) -> VerifiedToken:
     raise TokenInvalid("unknown_token")
 
 
-def cache_key_for(secret: str) -> str:
-    """The shared-cache key of a token secret (read ahead by ConnectThrottle)."""
-    return _cache_key(hash_secret(secret))
-
-
-# Cache entries are ``<mac>|<valid until>|<user id>|<prefix>|<JSON>`` (``wsops.sealing``): the
-# handshake script reads the user id and prefix to decide the identity's limits
-# without Python; the MAC, bound to the token's hash, covers all of it.
+# Cache entries are ``<mac>|<valid until>|<user id>|<prefix>|<JSON>`` (``wsops.sealing``),
+# readable by an operator with redis-cli; the MAC, bound to the token's hash, covers all of it.
 _SEALED_AS = "token"
 # Never cached: a password hash has no business in Redis. Left deferred, so a
 # ``save()`` of the cached user object cannot overwrite it.
@@ -260,8 +255,6 @@ _UNCACHED_USER_FIELDS = {"password"}
 
 def _user_record(user: Any) -> dict[str, Any]:
     """The user's concrete fields as JSON-safe values (no password)."""
-    from django.core.serializers.json import DjangoJSONEncoder
-
     fields = {f.attname: f.value_from_object(user) for f in type(user)._meta.concrete_fields
               if f.attname not in _UNCACHED_USER_FIELDS}
     return json.loads(json.dumps(fields, cls=DjangoJSONEncoder))
@@ -300,15 +293,27 @@ def _unpack(raw: str | None, secret_hash: str) -> VerifiedToken | None:
         return None
 
 
-def cached_identity(raw: str | None) -> str | None:
-    """The user id in a cache entry (after the MAC and the end of validity)."""
-    parts = raw.split("|", 4) if raw else ()
-    return parts[2] if len(parts) == 5 else None
+# Token hash -> its owner's pk, for tokens this worker has verified: a token's owner never
+# changes, so the next handshake can decide the owner's bans, rate and caps in the same
+# Redis trip as the IP checks (``ConnectThrottle``), before the token is verified again.
+_owners: dict[str, str] = {}
+MAX_KNOWN_OWNERS = 100_000
+
+
+def known_owner(secret_hash: str) -> str | None:
+    return _owners.get(secret_hash)
+
+
+def _learn_owner(secret_hash: str, owner_pk: Any) -> None:
+    if secret_hash not in _owners:
+        if len(_owners) >= MAX_KNOWN_OWNERS:
+            del _owners[next(iter(_owners))]  # the oldest
+        _owners[secret_hash] = str(owner_pk)
 
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
     try:
-        raw = await store.call(store.async_client().get(_cache_key(secret_hash)), "token_cache")
+        raw = await store.call(store.async_client().get(cache_key(secret_hash)), "token_cache")
     except store.StoreUnavailable:
         return None  # the database still answers
     return _unpack(raw, secret_hash)
@@ -319,14 +324,11 @@ async def _remember(secret_hash: str, token: VerifiedToken) -> None:
     if token.expires_at is not None:
         ttl = min(ttl, max(1, int(token.expires_at - now().timestamp())))
     try:
-        await store.call(store.async_client().set(_cache_key(secret_hash),
+        await store.call(store.async_client().set(cache_key(secret_hash),
                                                   _pack(secret_hash, token, ttl), ex=ttl),
                          "token_cache")
     except store.StoreUnavailable:
         pass
-
-
-NOT_FETCHED = object()
 
 
 async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) -> VerifiedToken:
@@ -351,6 +353,7 @@ async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) 
         if shared:
             await _remember(secret_hash, token)
     _check(token)
+    _learn_owner(secret_hash, token.user.pk)
     if touch:
         _touch_soon(token.id)
     return token
@@ -374,7 +377,7 @@ def _batches(ids: set[Any], size: int = 900) -> list[list[Any]]:
 class Recheck:
     """What the database says now about a worker's live identities."""
 
-    tokens: dict[int, dict[str, Any]]  # usable token id -> {"scopes", "expires_at"}
+    tokens: dict[int, tuple[list[str], float | None]]  # usable token id -> (scopes, expires_at)
     users: dict[Any, Any]  # active user pk -> freshly loaded user
 
 
@@ -389,8 +392,7 @@ async def recheck(token_ids: set[int], user_ids: set[Any]) -> Recheck:
             rows = (WebSocketToken.objects.usable(at)
                     .filter(pk__in=batch, owner__is_active=True)
                     .values_list("pk", "scopes", "expires_at"))
-            tokens.update({pk: {"scopes": list(scopes or []),
-                                "expires_at": expires.timestamp() if expires else None}
+            tokens.update({pk: (list(scopes or []), expires.timestamp() if expires else None)
                            for pk, scopes, expires in rows})
         for batch in _batches(user_ids):
             users.update({u.pk: u for u in manager.filter(pk__in=batch, is_active=True)})

@@ -33,12 +33,12 @@ class ChatConsumer(SecureJsonWebsocketConsumer):
 
     @action("whoami")
     async def whoami(self, data):
-        state = self.scope["wsops"]
+        handshake = self.scope["wsops"]
         return {
             "type": "whoami",
             "user": self.scope["user"].username,
-            "auth_method": state.get("auth_method"),
-            "ip": state.get("ip"),
+            "auth_method": handshake.auth_method,
+            "ip": handshake.ip,
         }
 
     async def chat_message(self, event):

@@ -131,7 +131,7 @@ def _walk(node: Any, route: Route, found: list[Route], seen: set[int], depth: in
         if not sub_routes:
             found.append(route)
         return
-    steps = getattr(node, "wsops_steps", None)  # SecureWebsocketStack runs its steps inline
+    steps = getattr(node, "handshake_steps", None)  # SecureWebsocketStack runs its steps inline
     if isinstance(steps, tuple):
         for step in steps:
             _record(route, classify(step), qualified_name(step))

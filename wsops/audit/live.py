@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Warning
 
 from .. import store
-from .rules import RedisHost, _is_local, _redis_hosts
+from .rules import RedisHost, _is_local, _redis_hosts, redis_channel_layers
 
 SAFE_POLICIES = {"noeviction"}
 TIMEOUTS = {"socket_timeout": 2, "socket_connect_timeout": 2}
@@ -24,9 +23,8 @@ def targets() -> list[tuple[str, RedisHost]]:
     found = []
     if url := store.redis_url():
         found.append(("WSOPS rate limits", RedisHost(url, {})))
-    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
-        if "channels_redis" in layer.get("BACKEND", ""):
-            found.extend((f"CHANNEL_LAYERS[{alias!r}]", host) for host in _redis_hosts(layer))
+    for alias, layer in redis_channel_layers():
+        found.extend((f"CHANNEL_LAYERS[{alias!r}]", host) for host in _redis_hosts(layer))
     return found
 
 

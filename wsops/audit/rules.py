@@ -209,6 +209,17 @@ def check_fail_mode() -> list[CheckMessage]:
     return []
 
 
+def channel_layers() -> list[tuple[str, dict[str, Any]]]:
+    """``(alias, layer settings)`` for each entry of ``CHANNEL_LAYERS``."""
+    return list(getattr(settings, "CHANNEL_LAYERS", {}).items())
+
+
+def redis_channel_layers() -> list[tuple[str, dict[str, Any]]]:
+    """The channels-redis layers among them."""
+    return [(alias, layer) for alias, layer in channel_layers()
+            if "channels_redis" in layer.get("BACKEND", "")]
+
+
 def check_channel_layer_socket_timeout() -> list[CheckMessage]:
     """redis-py 8 made socket_timeout default to 5 s; channels-redis blocks 5 s in BZPOPMIN."""
     try:
@@ -218,9 +229,7 @@ def check_channel_layer_socket_timeout() -> list[CheckMessage]:
     if int(redis.__version__.split(".")[0]) < 8:
         return []
     messages: list[CheckMessage] = []
-    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
-        if "channels_redis" not in layer.get("BACKEND", ""):
-            continue
+    for alias, layer in redis_channel_layers():
         blocking = 5  # channels_redis.core.RedisChannelLayer.brpop_timeout
         hosts = (layer.get("CONFIG") or {}).get("hosts") or [None]
         for host in hosts:
@@ -240,9 +249,7 @@ def check_channel_layer_socket_timeout() -> list[CheckMessage]:
 
 def check_channel_layer_bounds() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
-        if "channels_redis" not in layer.get("BACKEND", ""):
-            continue
+    for alias, layer in redis_channel_layers():
         config = layer.get("CONFIG") or {}
         capacity, expiry = config.get("capacity", 100), config.get("expiry", 60)
         if capacity > SAFE_CAPACITY or expiry > SAFE_EXPIRY:
@@ -309,7 +316,7 @@ def check_cookie_flags() -> list[CheckMessage]:
 def check_in_memory_layer() -> list[CheckMessage]:
     if settings.DEBUG:
         return []
-    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
+    for alias, layer in channel_layers():
         if layer.get("BACKEND", "").endswith("InMemoryChannelLayer"):
             return [Error(f"CHANNEL_LAYERS[{alias!r}] is the InMemoryChannelLayer: groups, "
                           "broadcasts and remote disconnects do not cross workers.",
@@ -320,9 +327,7 @@ def check_in_memory_layer() -> list[CheckMessage]:
 
 def check_redis_layer_security() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    for alias, layer in getattr(settings, "CHANNEL_LAYERS", {}).items():
-        if "channels_redis" not in layer.get("BACKEND", ""):
-            continue
+    for alias, layer in redis_channel_layers():
         for host in _redis_hosts(layer):
             if _is_local(host.url):
                 continue

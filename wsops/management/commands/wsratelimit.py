@@ -8,10 +8,11 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from wsops import codes, operations, ratelimit, remote, signals, store
+from wsops import codes, operations, remote, signals, store
 from wsops.conf import get_settings
+from wsops.limits import operators
+from wsops.limits.operators import Identity
 from wsops.management.base import WsopsCommand
-from wsops.ratelimit import Identity
 from wsops.units import duration_help, format_duration
 
 IDENT_HELP = "ip:1.2.3.4, user:42 (or user:USERNAME) or token:wst_ab12cd34"
@@ -102,7 +103,7 @@ class Command(WsopsCommand):
                     **_: Any) -> None:
         self.check_scope(scope)
         identity = self._identity(ident) if ident else None
-        data = ratelimit.snapshot(client, scope=scope, identity=identity,
+        data = operators.snapshot(client, bucket=scope, identity=identity,
                                   progress=self._progress)
         if json:
             return self.write_json(data)
@@ -164,14 +165,14 @@ class Command(WsopsCommand):
 
     def handle_reset(self, client: Any, ident: str, scope: str | None, **_: Any) -> None:
         identity = self._identity(ident)
-        deleted = ratelimit.reset(client, identity, scope)
+        deleted = operators.reset(client, identity, scope)
         self.stdout.write(f"Reset {deleted} counter(s) of {identity}.")
 
     def handle_block(self, client: Any, ident: str, duration: str, reason: str,
                      disconnect: bool, **_: Any) -> None:
         identity = self._identity(ident)
         seconds = self.duration_option(duration, "--for")
-        ratelimit.ban(client, identity, seconds, reason)
+        operators.ban(client, identity, seconds, reason)
         self.stdout.write(f"Blocked {identity} for {format_duration(seconds)}"
                           + (f" ({reason})" if reason else "") + ".")
         if disconnect:
@@ -185,7 +186,7 @@ class Command(WsopsCommand):
 
     def handle_unblock(self, client: Any, ident: str, **_: Any) -> None:
         identity = self._identity(ident)
-        if ratelimit.unban(client, identity):
+        if operators.unban(client, identity):
             self.stdout.write(f"Unblocked {identity}.")
         else:
             self.stdout.write(f"{identity} was not blocked.")

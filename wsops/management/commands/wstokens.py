@@ -13,7 +13,7 @@ from django.db.models import Q
 
 from wsops import remote, tokens
 from wsops.conf import get_settings
-from wsops.credentials import TOKEN_PREFIX
+from wsops.handshake.transports import TOKEN_PREFIX
 from wsops.management.base import WsopsCommand
 from wsops.models import WebSocketToken
 from wsops.units import duration_help, format_duration

@@ -1,4 +1,4 @@
-"""Finding the credential a WebSocket handshake presents, without trusting it.
+"""Transports: finding the credential a WebSocket handshake presents, without trusting it.
 
 Transports, in the order they are tried (each can be switched off in
 ``WSOPS["TOKEN_TRANSPORTS"]``):
@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from ..scope import header
 
 SUBPROTOCOL = "wsops"
 TOKEN_PREFIX = "wst_"
@@ -106,7 +108,7 @@ def _from_query(query_string: bytes) -> Credential | None:
     if b"ticket=" not in query_string and b"token=" not in query_string:
         return None
     try:
-        params = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=50))
+        params = {name: value for name, value in _query_pairs(query_string) if value}
     except ValueError:
         return Credential("query", MALFORMED)
     for name, switch in (("ticket", "query"), ("token", "query_token")):
@@ -117,6 +119,11 @@ def _from_query(query_string: bytes) -> Credential | None:
                 kind = MALFORMED  # a long-lived token passed as a ticket
             return Credential("query", kind, secret, switch)
     return None
+
+
+def _query_pairs(query_string: bytes) -> list[tuple[str, str]]:
+    """The query string's pairs, blank values kept; ValueError past 50 fields."""
+    return parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
 
 
 def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credential | None:
@@ -133,28 +140,25 @@ def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credentia
 
 
 def find_credential(scope: dict[str, Any], transports: tuple[str, ...]) -> Credential | None:
-    """The first credential the handshake presents, in transport order (cached in scope).
+    """The first credential the handshake presents, in transport order.
 
     Every transport is looked at, switched on or not: a wsops token or ticket sent
     where ``TOKEN_TRANSPORTS`` does not allow it (``?token=`` without
     ``query_token``) is refused (``query_token_disabled``), never silently ignored
-    while the secret sits in the scope.
+    while the secret sits in the scope. Called once per handshake, by
+    ``Handshake.parse``.
     """
-    state = scope.setdefault("wsops", {})
-    if "credential" in state:
-        return state["credential"]
     found = _allowed(_from_subprotocols(scope.get("subprotocols")), transports)
     if found is None:
-        for name, value in scope.get("headers") or ():
-            if name == b"authorization":
-                found = _allowed(_from_authorization(value), transports)
-                break
+        found = _allowed(_from_authorization(header(scope, b"authorization")), transports)
     if found is None:
         found = _allowed(_from_query(scope.get("query_string") or b""), transports)
-    state["credential"] = found
-    if found is not None and found.prefix:
-        state["presented_prefix"] = found.prefix
     return found
+
+
+def offers_marker(scope: dict[str, Any]) -> bool:
+    """Whether the client offered the ``wsops`` subprotocol (then it must be answered)."""
+    return SUBPROTOCOL in (scope.get("subprotocols") or ())
 
 
 def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +170,7 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     """
     scope = dict(scope)
     offered = scope.get("subprotocols") or ()
-    if SUBPROTOCOL in offered:
+    if offers_marker(scope):
         scope["subprotocols"] = [SUBPROTOCOL]
     elif any(isinstance(p, str) and looks_like_ours(p) for p in offered):
         scope["subprotocols"] = [p for p in offered if not looks_like_ours(str(p))]
@@ -178,8 +182,7 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     query = scope.get("query_string") or b""
     if any(marker in query for marker in (b"ticket=", b"token=", b"wst", b"%")):
         try:
-            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, max_num_fields=50)
-            kept = [(k, v) for k, v in pairs
+            kept = [(k, v) for k, v in _query_pairs(query)
                     if k not in ("ticket", "token") and not looks_like_ours(v)]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         except (ValueError, UnicodeEncodeError):
