@@ -101,6 +101,7 @@ def test_alert_rules_and_scrape_config_pass_promtool(tmp_path):
     assert "> 4500" in rules.read_text()  # 90% of --max-sockets
 
 
+
 PROMTOOL_TESTS = Path(__file__).with_name("promtool-alerts-test.yml")
 
 

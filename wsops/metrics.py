@@ -242,6 +242,50 @@ def redis_timer(operation: str) -> Any:
     return _RedisTimer(metrics.child(metrics.redis_seconds, metrics.label["operation"](operation)))
 
 
+class _Watch:
+    """One admitted socket's accept and close, seen on its way through send/receive.
+
+    Slots, not closures and a dict: it lives as long as the socket (memory per idle
+    socket is one of wsops' measured costs).
+    """
+
+    __slots__ = ("accepted", "code", "key", "metrics", "receive_inner", "scope", "send_inner")
+
+    def __init__(self, metrics: Recorder, scope: dict[str, Any], receive: Any,
+                 send: Any) -> None:
+        self.metrics, self.scope = metrics, scope
+        self.receive_inner, self.send_inner = receive, send
+        self.accepted, self.code = False, None
+        self.key = id(scope.get("wsops"))
+        _before_accept[self.key] = ("", "application")
+
+    async def send(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "websocket.accept" and not self.accepted:
+            self.accepted = True
+            _before_accept.pop(self.key, None)
+            handshake("accepted", "", transport_of(self.scope))
+            self.metrics.open_sockets.inc()
+        elif kind == "websocket.close" and self.code is None:
+            self.code = event.get("code", 1000)
+            if not self.accepted:
+                refused(self.scope, *_before_accept.pop(self.key, ("", "application")))
+        await self.send_inner(event)
+
+    async def receive(self) -> dict[str, Any]:
+        event = await self.receive_inner()
+        if self.code is None and event.get("type") == "websocket.disconnect":
+            self.code = event.get("code", 1005)
+        return event
+
+    def ended(self) -> None:
+        _before_accept.pop(self.key, None)
+        if self.accepted:
+            self.metrics.open_sockets.dec()
+            code = self.metrics.label["code"](1006 if self.code is None else self.code)
+            self.metrics.child(self.metrics.closes, code).inc()
+
+
 async def observed(app: Callable[..., Any], scope: dict[str, Any], receive: Any,
                    send: Any) -> Any:
     """Run the application of one admitted socket, counting its accept and its close.
@@ -254,36 +298,11 @@ async def observed(app: Callable[..., Any], scope: dict[str, Any], receive: Any,
     metrics = recorder()
     if metrics is None:
         return await app(scope, receive, send)
-    seen: dict[str, Any] = {}
-    key = id(scope.get("wsops"))
-    _before_accept[key] = ("", "application")
-
-    async def watched_send(event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "websocket.accept" and "accepted" not in seen:
-            seen["accepted"] = True
-            _before_accept.pop(key, None)
-            handshake("accepted", "", transport_of(scope))
-            metrics.open_sockets.inc()
-        elif kind == "websocket.close" and "code" not in seen:
-            seen["code"] = event.get("code", 1000)
-            if "accepted" not in seen:
-                refused(scope, *_before_accept.pop(key, ("", "application")))
-        await send(event)
-
-    async def watched_receive() -> dict[str, Any]:
-        event = await receive()
-        if event.get("type") == "websocket.disconnect" and "code" not in seen:
-            seen["code"] = event.get("code", 1005)
-        return event
-
+    watch = _Watch(metrics, scope, receive, send)
     try:
-        return await app(scope, watched_receive, watched_send)
+        return await app(scope, watch.receive, watch.send)
     finally:
-        _before_accept.pop(key, None)
-        if seen.get("accepted"):
-            metrics.open_sockets.dec()
-            metrics.child(metrics.closes, metrics.label["code"](seen.get("code", 1006))).inc()
+        watch.ended()
 
 
 # --- exposition (the metrics view) -------------------------------------------------------
