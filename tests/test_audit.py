@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.conftest import ROOT, configure_redis
+from tests.helpers import ROOT, configure_redis
 from wsops.audit import asgi, certs, nginx, rules
 from wsops.deploy.certs import _pem_key, mint
 from wsops.deploy.certs import serialization as pem

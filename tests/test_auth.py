@@ -114,7 +114,7 @@ async def test_bad_credentials_are_refused_never_anonymous(app, alice, settings,
     elif case == "ticket_garbage":
         secret = "wstkt_" + "x" * 43
     elif case == "many_subprotocols":
-        subprotocols = ["wsops", secret, "another"]
+        subprotocols = ["wsops", secret, tokens.generate_secret()]  # a second secret
     caplog.set_level(logging.WARNING, logger="wsops.security")
     communicator = SecureCommunicator(app, PATH, token=None if subprotocols else secret,
                                       subprotocols=subprotocols)
@@ -247,7 +247,7 @@ async def test_last_used_is_written_at_most_once_a_minute(app, alice):
 async def test_a_cached_token_handshake_makes_one_redis_round_trip(app, alice, settings,
                                                                    private_redis, monkeypatch):
     """IP checks, the token cache read and the identity's bans, rate and caps: one trip."""
-    from tests.conftest import configure_redis
+    from tests.helpers import configure_redis
     from wsops import store
 
     configure_redis(settings, private_redis)

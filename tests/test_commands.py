@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.conftest import ROOT, database_name
+from tests.helpers import ROOT, database_name
 from wsops import tokens
 from wsops.management.commands.wsratelimit import Command as RateLimitCommand
 from wsops.models import WebSocketToken

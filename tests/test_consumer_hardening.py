@@ -18,7 +18,7 @@ from django import forms
 from django.core.management import call_command
 from django.urls import re_path
 
-from tests.conftest import configure_redis
+from tests.helpers import configure_redis
 from wsops import store, tokens
 from wsops.consumers import SecureJsonWebsocketConsumer, action
 from wsops.limits.operators import Identity, ban
@@ -363,7 +363,7 @@ async def test_connect_permission_refused_at_the_handshake_passes_the_reason(gua
 
 
 def test_close_reasons_are_cut_to_a_close_frame_on_a_character_boundary(settings):
-    from wsops.consumers import _explained
+    from wsops.messages.lifecycle import explained_reason as _explained
 
     settings.WSOPS = {**settings.WSOPS, "EXPLAIN_REFUSALS": True}
     reason = _explained("é" * 100)  # 200 bytes

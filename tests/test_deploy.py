@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 pytestmark = pytest.mark.django_db
 
@@ -446,7 +446,7 @@ def test_hostile_value_from_the_command_line_is_one_line_exit_2(args, option, tm
     import os
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")])}

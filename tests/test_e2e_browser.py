@@ -9,7 +9,7 @@ import threading
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.conftest import free_port, require_tool
+from tests.helpers import free_port, require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from cryptography.hazmat.primitives import serialization
 from django.core.management import call_command
 
-from tests.conftest import ROOT, free_port, require_tool, wait_for_port
+from tests.helpers import ROOT, free_port, require_tool, wait_for_port
 from wsops import tickets, tokens
 from wsops.deploy.certs import _pem_key, mint
 from wsops.deploy.nginx import minimal_conf

@@ -63,7 +63,7 @@ async def test_revoke_disconnect_with_the_channel_layer_down_still_revokes(setti
                                                                           private_redis):
     from io import StringIO
 
-    from tests.conftest import configure_redis
+    from tests.helpers import configure_redis
     from wsops.models import WebSocketToken
 
     configure_redis(settings, private_redis)

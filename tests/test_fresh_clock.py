@@ -16,7 +16,7 @@ import time
 import pytest
 from channels.layers import channel_layers, get_channel_layer
 
-from tests.conftest import configure_redis
+from tests.helpers import configure_redis
 from wsops import codes, connections, remote
 from wsops.handshake import Handshake, TokenInfo
 

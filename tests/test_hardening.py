@@ -19,7 +19,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 
-from tests.conftest import configure_redis
+from tests.helpers import configure_redis
 from wsops import store, tickets, tokens
 from wsops.limits.operators import Identity, ban, parse_identity
 from wsops.testing import SecureCommunicator

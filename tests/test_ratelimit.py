@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.conftest import configure_redis
+from tests.helpers import configure_redis
 from wsops import store
 from wsops.limits import operators
 from wsops.limits.engine import (

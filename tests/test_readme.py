@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, RedisServer
+from tests.helpers import ROOT, RedisServer
 from wsops.testing import LiveSocket
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import configparser
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from wsops import tokens
 from wsops.testing import LiveSocket, SecureCommunicator, SocketClosed
 

@@ -1,0 +1,160 @@
+"""Helpers shared by the test files (fixtures are in conftest.py).
+
+- ``require_tool``: an external program's path; fails under ``CI=true``, skips
+  otherwise (and skips for the tools named in ``WSOPS_TEST_HIDE_TOOLS``).
+- ``RedisServer`` / ``configure_redis``: a private ``redis-server`` (or the
+  given ``REDIS_URL`` under a per-run prefix), and pointing wsops, the cache and
+  the channel layer of this process at it.
+- ``DaphneProcess``, ``free_port``, ``wait_for_port``, ``database_name``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from channels.layers import channel_layers
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+HIDDEN_TOOLS = frozenset(os.environ.get("WSOPS_TEST_HIDE_TOOLS", "").replace(",", " ").split())
+
+
+def require_tool(name: str, *, also_in: tuple[str, ...] = (), how: str = ".ci/run shows how"
+                 ) -> str:
+    """The path of a required executable; fail under CI, skip locally, when missing.
+
+    A tool named in ``WSOPS_TEST_HIDE_TOOLS`` counts as missing and skips, even under CI.
+    """
+    if name in HIDDEN_TOOLS:
+        pytest.skip(f"{name} is missing: hidden by WSOPS_TEST_HIDE_TOOLS")  # CI's 2nd pass
+    search = os.pathsep.join([*also_in, os.environ.get("PATH", ""),
+                              str(Path(sys.executable).parent), "/usr/sbin", "/usr/local/sbin"])
+    path = shutil.which(name, path=search)
+    if path is None:
+        message = f"{name} is not installed (install it: {how})"
+        if IN_CI:
+            pytest.fail(f"CI requires {name}: {message}", pytrace=False)
+        pytest.skip(message)  # only outside CI, where a missing tool fails the run instead
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class RedisServer:
+    """A Redis the tests may use: ours (killable) or the given one (prefix only)."""
+
+    def __init__(self, url: str | None = None, *, prefix: str = "", tmp: Path | None = None):
+        self.external = url is not None
+        self.prefix = prefix
+        self.process: subprocess.Popen | None = None
+        self.tmp = tmp
+        if url is None:
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.start()
+        else:
+            self.url = url
+
+    def start(self) -> None:
+        binary = require_tool("redis-server")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, process=self.process)
+
+    def kill(self) -> None:
+        assert not self.external, "never kill a Redis the tests did not start"
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def client(self):
+        import redis
+
+        return redis.from_url(self.url, decode_responses=True)
+
+    def cleanup(self) -> None:
+        if self.external:
+            client = self.client()
+            for key in client.scan_iter(match=self.prefix + "*", count=1000):
+                client.delete(key)
+        else:
+            self.kill()
+
+
+def configure_redis(settings, server: RedisServer) -> RedisServer:
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": server.url, "socket_timeout": 10}],
+                       "prefix": server.prefix + "asgi"},
+        }
+    }
+    settings.CACHES = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": server.url,
+                    "KEY_PREFIX": server.prefix + "cache"}
+    }
+    settings.WSOPS = {**settings.WSOPS, "REDIS_URL": server.url, "KEY_PREFIX": server.prefix}
+    channel_layers.backends.clear()
+    return server
+
+
+class DaphneProcess:
+    def __init__(self, process: subprocess.Popen, port: int, log: Path) -> None:
+        self.process, self.port, self.log = process, port, log
+
+    def url(self, path: str = "/ws/chat/lobby/") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def http_url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def database_name() -> str:
+    from django.db import connection
+
+    return str(connection.settings_dict["NAME"])
