@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 from django.test import AsyncClient
 
-from tests.conftest import configure_redis
+from tests.helpers import configure_redis
 from wsops import admin as wsops_admin
 from wsops import tokens
 from wsops.limits import operators

@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import configure_redis
+from tests.helpers import configure_redis
 from wsops import tokens
 from wsops.testing import LiveSocket
 

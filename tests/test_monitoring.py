@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from wsops import metrics
 
 
