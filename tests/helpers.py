@@ -158,3 +158,17 @@ def database_name() -> str:
     from django.db import connection
 
     return str(connection.settings_dict["NAME"])
+
+
+async def poll(condition, *, deadline: float = 30, interval: float = 1.0) -> bool:
+    """Await ``condition()`` until it is true or ``deadline`` seconds pass (a generous
+    bound for loaded CI machines: the outcome is asserted, never the time it took)."""
+    import asyncio
+
+    end = time.monotonic() + deadline
+    while True:
+        if await condition():
+            return True
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(interval)

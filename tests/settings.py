@@ -23,7 +23,11 @@ DEBUG = False
 SECRET_KEY = "tests-only-" + "s" * 50
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", "app.example.com"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"]
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"] + ["guardian"]
+# django-guardian's tables, for HasObjectPerm's tests (tests/test_object_permissions.py
+# switches AUTHENTICATION_BACKENDS to guardian's or django-rules' backend); no
+# anonymous user row.
+ANONYMOUS_USER_NAME = None
 
 _sqlite_dir = Path(os.environ.get("WSOPS_TEST_SQLITE_DIR", tempfile.gettempdir()))
 if os.environ.get("DATABASE_URL"):

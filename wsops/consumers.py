@@ -28,6 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import codes, signals
 from .conf import get_settings
+from .connections import attach
 from .messages.actions import (
     ActionRefused,
     ActionSpec,
@@ -92,6 +93,7 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebs
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.connect()
+        attach(self.scope, self.dispatch)  # wsops.push delivers to this socket's handlers
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         if not self._accepted:  # message-transport sockets are accepted before connect()
@@ -173,18 +175,23 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebs
 
     async def _run(self, spec: ActionSpec, payload: dict[str, Any]) -> Any:
         if self._rates is None:
-            user = signed_in_user(self.scope)
-            self._rates = MessageRates(user.pk if user is not None else None)
-        await self._rates.check(spec)
+            self._rates = MessageRates(self.scope)
+        await self._rates.check(spec, payload)
         self.guard.passed()
-        if spec.permission is not None:
-            self._permissions = self._permissions or PermissionCache()
-            if not await self._permissions.allows(spec.permission, self.scope):
-                raise forbidden()
+        permission = spec.permission
+        if permission is not None and not permission.uses_data:
+            await self._authorise(permission, None)
         data = payload if spec.form is None else await validate(spec, payload)
+        if permission is not None and permission.uses_data:  # get_object(scope, data)
+            await self._authorise(permission, data)
         if spec.uses_db:
             await aclose_old_connections()
         return await spec.handler(self, data)
+
+    async def _authorise(self, permission: BasePermission, data: Any) -> None:
+        self._permissions = self._permissions or PermissionCache()
+        if not await self._permissions.allows(permission, self.scope, data):
+            raise forbidden()
 
     async def _refused(self, name: str | None, request_id: Any, refusal: ActionRefused) -> None:
         """One event and the error frame; a close when the client has earned one."""
