@@ -52,20 +52,22 @@ def rooms(make_user):
 
 
 @database_sync_to_async
-def grant(backend, user, room):
-    """Membership (example, rules) or a guardian object permission."""
+def set_access(backend, user, room, allowed):
+    """Membership (example, rules) or a guardian object permission, given or taken."""
     if backend == "guardian":
-        assign_perm("chat.join_room", user, room)
-    else:
+        (assign_perm if allowed else remove_perm)("chat.join_room", user, room)
+    elif allowed:
         room.members.add(user)
-
-
-@database_sync_to_async
-def revoke(backend, user, room):
-    if backend == "guardian":
-        remove_perm("chat.join_room", user, room)
     else:
         room.members.remove(user)
+
+
+async def grant(backend, user, room):
+    await set_access(backend, user, room, True)
+
+
+async def revoke(backend, user, room):
+    await set_access(backend, user, room, False)
 
 
 def room_socket(app, room, user):
