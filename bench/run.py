@@ -13,6 +13,8 @@ application in ``bench/benchapp.py``, then measures:
 - shared limiter decisions: wsops' one EVALSHA vs django-ratelimit's
   is_ratelimited (django-redis) vs a bare PING, on the same Redis.
 - daphne RSS per idle connection at 1,000 connections, bare vs wsops.
+- push fan-out: from ``wsops.push.asend_to_user`` to delivery on every one of
+  1,000 sockets of one user spread over 2 secure workers.
 
 It prints a table and writes JSON (``--output``), including which targets were met.
 """
@@ -163,6 +165,35 @@ async def idle_rss(url: str, options, count: int, pid: int) -> float:
     return (after - before) / count
 
 
+async def push_fanout(urls: list[str], options, sockets: int, rounds: int,
+                      user_id: object) -> dict[str, float]:
+    """ms from ``asend_to_user`` until each of ``sockets`` (spread over ``urls``) has the push."""
+    from websockets.asyncio.client import connect
+
+    from wsops import push
+
+    connections = [await connect(urls[index % len(urls)], proxy=None, compression=None,
+                                 **options()) for index in range(sockets)]
+    times, asked = [], 0
+    for number in range(rounds):
+        text = f"push {number}"
+
+        async def delivered(ws, text: str = text) -> None:
+            if (got := await ws.recv()) != text:
+                raise RuntimeError(f"unexpected frame {got!r}")
+
+        waiting = [asyncio.ensure_future(delivered(ws)) for ws in connections]
+        started = time.perf_counter()
+        asked = await push.asend_to_user(user_id, {"type": "bench.push", "text": text})
+        await asyncio.gather(*waiting)
+        times.append((time.perf_counter() - started) * 1000)
+    for ws in connections:
+        await ws.close()
+    times.sort()
+    return {"sockets": sockets, "workers_asked": asked, "median_ms": times[len(times) // 2],
+            "max_ms": times[-1], "rounds": rounds}
+
+
 def setup_django(env: dict[str, str]) -> dict[str, object]:
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
@@ -284,6 +315,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="Seconds per measurement.")
     parser.add_argument("--idle", type=int, default=1000, help="Idle connections for RSS.")
     parser.add_argument("--decisions", type=int, default=5000, help="Limiter decisions.")
+    parser.add_argument("--push-sockets", type=int, default=1000,
+                        help="Sockets of one user for the push fan-out (over 2 workers).")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args()
 
@@ -385,6 +418,15 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     finally:
         server.stop()
 
+    workers = [Daphne("secure", env) for _ in range(2)]
+    try:
+        results["push"] = asyncio.run(push_fanout(
+            [w.url() for w in workers], with_token, args.push_sockets, 5,
+            fixtures["user"].pk))
+    finally:
+        for worker in workers:
+            worker.stop()
+
     results["limiter"] = limiter_bench(redis_url, args.decisions)
     return results
 
@@ -464,6 +506,10 @@ def report(results: dict, output: str) -> None:
         f"{name} {ratio:.2f}x" for name, ratio in cpu_ratios.items()))
     print(f"\nRSS per idle connection: bare {rss['bare'] / 1024:.1f} KiB, "
           f"wsops {rss['wsops'] / 1024:.1f} KiB")
+    fanout = results["push"]
+    print(f"\npush fan-out to {fanout['sockets']} sockets of one user on "
+          f"{fanout['workers_asked']} workers: median {fanout['median_ms']:.1f} ms, "
+          f"max {fanout['max_ms']:.1f} ms over {fanout['rounds']} pushes")
     print("\ntargets:")
     for name, met in targets.items():
         print(f"  [{'met' if met else 'MISSED'}] {name}")

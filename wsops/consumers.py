@@ -93,7 +93,7 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebs
         for group in self.groups:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.connect()
-        attach(self.scope, self.dispatch)  # wsops.push delivers to this socket's handlers
+        attach(self.scope, self.dispatch_push)  # wsops.push delivers to its handlers
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         if not self._accepted:  # message-transport sockets are accepted before connect()
