@@ -326,6 +326,9 @@ def refresh_user(user: Any, fresh: Any) -> None:
 def attach(scope: Scope, dispatch: Callable[[dict[str, Any]], Awaitable[Any]]) -> bool:
     """Deliver pushes for this socket to ``dispatch`` (a consumer's); False outside the stack.
 
+    Pushes are handed over one at a time, in order, by a task of their own: beside
+    the consumer's frames, not queued behind them.
+
     ``SecureJsonWebsocketConsumer`` attaches itself; another Channels consumer behind
     ``SecureWebsocketStack`` calls ``attach(self.scope, self.dispatch)`` in ``connect()``.
     """
