@@ -131,3 +131,29 @@ async def test_a_view_pushes_to_the_users_sockets_on_both_workers_in_order(
     assert (await bob.recv_json()) == {"type": "echo", "text": "mine"}  # nothing pushed first
     for socket in (*sockets, bob):
         await socket.close()
+
+
+async def test_block_disconnect_asks_the_users_workers_or_every_worker_for_an_ip(
+        daphne_server, redis, account):
+    one, two = (daphne_server(redis=redis) for _ in range(2))
+    _, _, secret = await account("mallory")
+    _, _, other = await account("trent")
+
+    def wsratelimit(*args):
+        out = io.StringIO()
+        call_command("wsratelimit", *args, stdout=out)
+        return out.getvalue()
+
+    mallory = [await LiveSocket.open(w.url(), token=secret) for w in (one, two)]
+    trent = await LiveSocket.open(two.url(), token=other)
+    # A user: the registry names the workers holding their sockets.
+    await database_sync_to_async(wsratelimit)("block", "user:mallory", "--for", "1h",
+                                              "--disconnect")
+    assert [await s.receive_close() for s in mallory] == [4403, 4403]
+    await trent.send_json({"action": "echo", "text": "still here"})
+    assert (await trent.recv_json())["type"] == "echo"
+    # An IP: no registry says which workers, so every worker is asked (the group).
+    local = await LiveSocket.open(one.url(), token=other)
+    await database_sync_to_async(wsratelimit)("block", "ip:127.0.0.1", "--for", "1h",
+                                              "--disconnect")
+    assert [await trent.receive_close(), await local.receive_close()] == [4403, 4403]
