@@ -151,6 +151,7 @@ class LiveConnections:
         self.entries: dict[str, Entry] = {}
         self.ticker: asyncio.Task | None = None
         self.listener: asyncio.Task | None = None
+        self.channel: str | None = None  # the listener's channel in wsops.workers
         self.joined = asyncio.Event()
 
     async def add(self, member: str, entry: Entry) -> None:
@@ -170,12 +171,29 @@ class LiveConnections:
                 pass  # the channel layer is slow or down: serve the socket anyway
 
     def remove(self, member: str) -> Entry | None:
+        """Unregister a socket; the last one also ends the worker's background tasks and
+        its ``wsops.workers`` membership (the next socket starts them again)."""
         entry = self.entries.pop(member, None)
         if entry is not None:
             entry.closed = True
             if entry.inbox is not None:
                 entry.inbox.stop()
+        if not self.entries:
+            if self.ticker is not None:
+                self.ticker.cancel()  # it only sleeps between ticks
+                self.ticker = None
+            if self.listener is not None and not self.listener.done() and self.channel:
+                # Wake the listener rather than cancel it: a cancelled channels-redis
+                # receive can leave its connection stuck. It sees no socket and leaves.
+                self._send_soon(self.channel, {"type": "wsops.stop"})
         return entry
+
+    def _send_soon(self, channel: str, event: dict[str, Any]) -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            task = asyncio.get_running_loop().create_task(layer.send(channel, event))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
     async def close_matching(self, match: dict[str, str], code: int, kind: str,
                              reason: str) -> int:
@@ -277,6 +295,24 @@ class LiveConnections:
         if layer is None:
             self.joined.set()
             return
+        joined: list[str] = []  # this run's channel, once it has one
+        try:
+            await self._listen(layer, joined)
+        finally:  # the last socket closed, or the loop ended
+            for channel in joined:
+                try:
+                    await layer.group_discard(WORKERS_GROUP, channel)
+                except Exception:
+                    pass
+            if self.listener is asyncio.current_task():
+                self.listener = self.channel = None
+                if self.entries:  # a socket arrived while this one was leaving
+                    self.joined.clear()
+                    self.listener = asyncio.get_running_loop().create_task(
+                        self._listen_forever())
+
+    async def _listen(self, layer: Any, joined: list[str]) -> None:
+        """Receive remote closes and pushes on this worker's channel (in ``wsops.workers``)."""
         channel = None
         # None, never 0.0: time.monotonic() counts from boot, so on a host up for less
         # than GROUP_RENEW seconds "now - 0.0 > GROUP_RENEW" would never be true.
@@ -284,27 +320,23 @@ class LiveConnections:
         while self.entries:
             try:
                 if channel is None:
-                    channel = worker_channel(_worker)
+                    channel = self.channel = worker_channel(_worker)
+                    joined.append(channel)
                 if joined_at is None or time.monotonic() - joined_at > GROUP_RENEW:
                     await layer.group_add(WORKERS_GROUP, channel)
                     joined_at = time.monotonic()
                     self.joined.set()
                 # Wake up to renew the membership even when no event arrives.
                 event = await asyncio.wait_for(layer.receive(channel), timeout=GROUP_RENEW)
-            except asyncio.CancelledError:
-                raise
             except asyncio.TimeoutError:
                 continue
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 await asyncio.sleep(1)  # layer unreachable: try again, never crash
                 joined_at = None
                 continue
             await self.handle(event)
-        if channel is not None:
-            try:
-                await layer.group_discard(WORKERS_GROUP, channel)
-            except Exception:
-                pass
 
 
 def refresh_user(user: Any, fresh: Any) -> None:
@@ -360,6 +392,7 @@ async def serve_registered(handshake: Handshake, scope: Scope, receive: Receive,
                 pass  # they expire within CONNECTION_TTL
 
 
+_background: set[asyncio.Task] = set()  # fire-and-forget sends, kept until done
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveConnections] = (
     weakref.WeakKeyDictionary()
 )
