@@ -28,6 +28,7 @@ INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"] + ["guardian
 # switches AUTHENTICATION_BACKENDS to guardian's or django-rules' backend); no
 # anonymous user row.
 ANONYMOUS_USER_NAME = None
+SILENCED_SYSTEM_CHECKS = ["guardian.W001"]  # its backend is on only in those tests
 
 _sqlite_dir = Path(os.environ.get("WSOPS_TEST_SQLITE_DIR", tempfile.gettempdir()))
 if os.environ.get("DATABASE_URL"):
