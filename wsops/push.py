@@ -33,7 +33,6 @@ import json
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
@@ -95,10 +94,11 @@ async def ask_every_worker(event: Event) -> None:
     await _layer().group_send(WORKERS_GROUP, event)
 
 
-def _token_owner(prefix: str) -> Any:
+def _owner_query(prefix: str) -> Any:
+    """The owner id of the token ``prefix`` (a query: ``.first()`` or ``.afirst()``)."""
     from .models import WebSocketToken
 
-    return WebSocketToken.objects.filter(prefix=prefix).values_list("owner_id", flat=True).first()
+    return WebSocketToken.objects.filter(prefix=prefix).values_list("owner_id", flat=True)
 
 
 def _connection_worker(connection_id: str) -> set[str]:
@@ -125,7 +125,9 @@ async def asend_to_user(user_id: Any, message: Event) -> int:
 
 async def token_workers(prefix: str) -> set[str]:
     """The workers holding a live socket of the token's owner (they filter by token)."""
-    owner = await database_sync_to_async(_token_owner)(prefix)
+    # Django's async ORM, not database_sync_to_async: that closes the calling thread's
+    # connection, and commands and the admin reach this through async_to_sync.
+    owner = await _owner_query(prefix).afirst()
     return await user_workers(owner) if owner is not None else set()
 
 
@@ -157,7 +159,7 @@ def send_to_user(user_id: Any, message: Event) -> int:
 
 def send_to_token(prefix: str, message: Event) -> int:
     event = push_event({"token": prefix}, message)
-    owner = _token_owner(prefix)
+    owner = _owner_query(prefix).first()
     workers = sync_user_workers(owner) if owner is not None else set()
     return async_to_sync(ask_workers)(workers, event) if workers else 0
 
