@@ -69,13 +69,18 @@ class MessageRates:
         self.plans: dict[str, _Plan] = {}
         self.local_rates: dict[str, LocalRate] = {}
 
-    async def check(self, spec: ActionSpec, data: Any = None) -> None:
-        """Charge one message, or raise ``ActionRefused`` (``rate_limited``)."""
+    def plan(self, spec: ActionSpec, data: Any = None) -> _Plan:
+        """The rates of ``spec`` on this connection: worked out once per action, or per
+        message for a ``key=`` callable (its key depends on ``data``, the payload)."""
         plan = self.plans.get(spec.name)
         if plan is None:
             plan = self._plan(spec, data)
-            if not callable(spec.rate_key) or spec.rate is None:  # a callable's key varies
+            if not callable(spec.rate_key) or spec.rate is None:
                 self.plans[spec.name] = plan
+        return plan
+
+    async def check(self, plan: _Plan) -> None:
+        """Charge one message, or raise ``ActionRefused`` (``rate_limited``)."""
         if plan.local:
             self._hit_locally(plan.local)
         if not plan.limits:
