@@ -29,6 +29,9 @@ INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"] + ["guardian
 # anonymous user row.
 ANONYMOUS_USER_NAME = None
 SILENCED_SYSTEM_CHECKS = ["guardian.W001"]  # its backend is on only in those tests
+# One backend, as Channels' tests expect (channels.auth.login needs a backend argument
+# with several); the object-permission tests choose theirs.
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 
 _sqlite_dir = Path(os.environ.get("WSOPS_TEST_SQLITE_DIR", tempfile.gettempdir()))
 if os.environ.get("DATABASE_URL"):

@@ -121,6 +121,7 @@ async def test_losing_membership_refuses_the_next_action_within_the_cache_window
 
 
 async def test_answers_are_cached_per_connection(app, rooms, settings):
+    settings.AUTHENTICATION_BACKENDS = BACKENDS["example"]
     settings.WSOPS = {**settings.WSOPS, "PERMISSION_CACHE_SECONDS": 3600}
     alice, _, ops, _ = await rooms()
     await grant("example", alice, ops)
