@@ -5,7 +5,7 @@
   ``AllowedHostsOriginValidator(AuthMiddlewareStack(...))`` (session cookie).
 - ``secure``: ``SecureWebsocketStack`` around a ``SecureJsonWebsocketConsumer``
   whose ``echo`` action validates a form (size cap, per-connection and per-user
-  throttles on).
+  throttles on); its ``bench_push`` handler receives the push fan-out's events.
 
 Each also answers ``GET /bench/stats`` with the number of Redis round trips the
 process made (counted where redis-py sends a command or a pipeline), so the
@@ -59,6 +59,10 @@ class SecureEcho(SecureJsonWebsocketConsumer):
     @action("echo", form=EchoForm)
     async def echo(self, data):
         return {"type": "echo", "text": data["text"]}
+
+    async def bench_push(self, event):
+        """Where ``wsops.push`` delivers the push fan-out's events."""
+        await self.send(text_data=event["text"])
 
 
 async def stats(scope, receive, send):

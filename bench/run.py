@@ -17,6 +17,8 @@ application in ``bench/benchapp.py``, then measures:
   mode (``PROMETHEUS_MULTIPROC_DIR``, as ``wsdeploy daphne`` runs it), and one more
   measures token handshakes and echo with ``WSOPS["METRICS"] = False``; the ratio
   is daphne CPU per operation with metrics over without (1.00: free).
+- push fan-out: from ``wsops.push.asend_to_user`` to delivery on every one of
+  1,000 sockets of one user spread over 2 secure workers.
 
 Steadier numbers: daphne and the load generator are pinned to different cores where
 the machine has two or more (recorded in the JSON), every variant is measured
@@ -194,6 +196,33 @@ async def idle_rss(url: str, options, count: int, pid: int) -> float:
     return (after - before) / count
 
 
+async def push_fanout(urls: list[str], options, sockets: int, rounds: int,
+                      user_id: object) -> dict[str, float]:
+    """ms from ``asend_to_user`` until each of ``sockets`` (spread over ``urls``) has the push."""
+    from websockets.asyncio.client import connect
+
+    from wsops import push
+
+    connections = [await connect(urls[index % len(urls)], proxy=None, compression=None,
+                                 **options()) for index in range(sockets)]
+    times, asked = [], 0
+    for number in range(rounds):
+        text = f"push {number}"
+
+        async def delivered(ws, text: str = text) -> None:
+            if (got := await ws.recv()) != text:
+                raise RuntimeError(f"unexpected frame {got!r}")
+
+        waiting = [asyncio.ensure_future(delivered(ws)) for ws in connections]
+        started = time.perf_counter()
+        asked = await push.asend_to_user(user_id, {"type": "bench.push", "text": text})
+        await asyncio.gather(*waiting)
+        times.append((time.perf_counter() - started) * 1000)
+    for ws in connections:
+        await ws.close()
+    return {"ms": summary(times)["median"], "workers_asked": asked, "sockets": sockets}
+
+
 def setup_django(env: dict[str, str]) -> dict[str, object]:
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
@@ -317,6 +346,8 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=5000, help="Limiter decisions.")
     parser.add_argument("--runs", type=int, default=3,
                         help="Rounds of every variant, interleaved; medians and ranges.")
+    parser.add_argument("--push-sockets", type=int, default=1000,
+                        help="Sockets of one user for the push fan-out (over 2 workers).")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args()
     if PINNING:
@@ -432,6 +463,15 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     finally:
         server.stop()
 
+    workers = [Daphne("secure", env) for _ in range(2)]
+    try:
+        results["push"] = asyncio.run(push_fanout(
+            [w.url() for w in workers], with_token, args.push_sockets, 5,
+            fixtures["user"].pk))
+    finally:
+        for worker in workers:
+            worker.stop()
+
     results["limiter"] = limiter_bench(redis_url, args.decisions)
     return results
 
@@ -489,6 +529,7 @@ def report(runs: list[dict], output: str) -> None:
                         "rss_per_connection_bytes")}
     absolute["limiter"] = {name: summary([run["limiter"][name] for run in runs])
                            for name in runs[0]["limiter"]}
+    absolute["push_ms"] = summary([run["push"]["ms"] for run in runs])
     verdicts = [met(f) for f in per_run]
     targets = {name: {"median": met({k: v["median"] for k, v in ratios.items()})[name],
                       "runs": [v[name] for v in verdicts]} for name in verdicts[0]}
@@ -527,6 +568,10 @@ def report(runs: list[dict], output: str) -> None:
     rss = absolute["rss_per_connection_bytes"]
     print(f"\nRSS per idle connection, KiB: bare {rss['bare']['median'] / 1024:.1f}, "
           f"wsops {rss['wsops']['median'] / 1024:.1f}")
+    fanout = runs[0]["push"]
+    print(f"\npush fan-out to {fanout['sockets']} sockets of one user on "
+          f"{fanout['workers_asked']} workers (median of 5 pushes per run), ms: "
+          f"{spread(absolute['push_ms'], 1)}")
     print("\nratios (bare's daphne CPU per operation / the variant's; RSS, decision and "
           "metrics on / off: lower is better)")
     for name, value in ratios.items():

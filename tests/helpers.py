@@ -227,3 +227,17 @@ def wait_for(predicate, timeout: float = 30, message: str = "") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s: {message}")
         time.sleep(0.1)
+
+
+async def poll(condition, *, deadline: float = 30, interval: float = 1.0) -> bool:
+    """Await ``condition()`` until it is true or ``deadline`` seconds pass (a generous
+    bound for loaded CI machines: the outcome is asserted, never the time it took)."""
+    import asyncio
+
+    end = time.monotonic() + deadline
+    while True:
+        if await condition():
+            return True
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(interval)

@@ -23,7 +23,15 @@ DEBUG = False
 SECRET_KEY = "tests-only-" + "s" * 50
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", "app.example.com"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"]
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"] + ["guardian"]
+# django-guardian's tables, for HasObjectPerm's tests (tests/test_object_permissions.py
+# switches AUTHENTICATION_BACKENDS to guardian's or django-rules' backend); no
+# anonymous user row.
+ANONYMOUS_USER_NAME = None
+SILENCED_SYSTEM_CHECKS = ["guardian.W001"]  # its backend is on only in those tests
+# One backend, as Channels' tests expect (channels.auth.login needs a backend argument
+# with several); the object-permission tests choose theirs.
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 
 _sqlite_dir = Path(os.environ.get("WSOPS_TEST_SQLITE_DIR", tempfile.gettempdir()))
 if os.environ.get("DATABASE_URL"):

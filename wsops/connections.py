@@ -12,16 +12,22 @@ connection-cap slots it holds in Redis. One background ticker per worker:
   ``TOKEN_CACHE_SECONDS`` in two queries: revoked tokens and deactivated or
   deleted users close (4401), token scopes and user fields are refreshed.
 
-Remote close: each worker joins the channel-layer group ``wsops.workers`` with
-one channel. ``wstokens revoke --disconnect`` and ``wsratelimit block
---disconnect`` send one event to that group, and each worker closes its
-matching sockets. That costs one message per worker instead of a group join
-per socket (two Redis round trips on channels-redis, and one more to leave).
+Remote close and push: each worker listens on one channel-layer channel named
+after its id (``worker_channel``), which is also in the group ``wsops.workers``.
+``wsops.push`` sends a ``wsops.push`` event to the workers whose ids the
+connection registry lists for a user, and each hands the message to its
+matching sockets' consumers, in order per socket (``attach``). ``wstokens revoke
+--disconnect`` and ``wsratelimit block --disconnect`` send a ``wsops.disconnect``
+event the same way (to the whole group when the registry cannot say which
+workers), and each worker closes its matching sockets. That costs one message
+per worker instead of a group join per socket (two Redis round trips on
+channels-redis, and one more to leave).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import os
@@ -29,6 +35,8 @@ import socket
 import time
 import uuid
 import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,9 +58,56 @@ _member_ids = itertools.count(1)
 _worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+PUSH_BACKLOG = 1000  # pushes a slow socket may have waiting before new ones are dropped
+
+
 def new_member() -> str:
     """A connection id unique across workers (the member name in Redis' registry)."""
     return f"{_worker}:{next(_member_ids)}"
+
+
+def worker_of(connection_id: str) -> str:
+    """The id of the worker holding a connection (``new_member``'s prefix)."""
+    return connection_id.rpartition(":")[0]
+
+
+def worker_channel(worker_id: str) -> str:
+    """The channel-layer channel a worker listens on (a valid channel name, whatever
+    the host name)."""
+    return "wsops.worker." + hashlib.blake2s(worker_id.encode(), digest_size=12).hexdigest()
+
+
+class Inbox:
+    """Pushes waiting for one consumer, handed to its ``dispatch`` one at a time, in order."""
+
+    __slots__ = ("dispatch", "queue", "task")
+
+    def __init__(self, dispatch: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+        self.dispatch = dispatch
+        self.queue: deque[dict[str, Any]] = deque()
+        self.task: asyncio.Task | None = None
+
+    def put(self, message: dict[str, Any]) -> None:
+        if len(self.queue) >= PUSH_BACKLOG:
+            logger.warning("wsops: a socket has %d pushes waiting; dropping %r",
+                           len(self.queue), message.get("type"))
+            return
+        self.queue.append(message)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.queue:
+            message = self.queue.popleft()
+            try:
+                await self.dispatch(message)
+            except Exception:  # one bad handler call must not stop later pushes
+                logger.exception("wsops: handling the push %r failed", message.get("type"))
+
+    def stop(self) -> None:
+        self.queue.clear()
+        if self.task is not None:
+            self.task.cancel()
 
 
 @dataclass(eq=False, slots=True)
@@ -61,6 +116,8 @@ class Entry:
     send: Send
     caps: tuple[Cap, ...] = ()
     closed: bool = field(default=False)
+    dispatch: Callable[[dict[str, Any]], Awaitable[Any]] | None = None  # set by ``attach``
+    inbox: Inbox | None = None  # the pushes waiting for ``dispatch``, made on the first one
 
     @property
     def handshake(self) -> Handshake:
@@ -70,7 +127,8 @@ class Entry:
         """Whether this socket is one a remote close names (``ip`` may be a network)."""
         handshake = self.handshake
         token = handshake.token
-        actual = {"user": str(handshake.user_id), "token": token.prefix if token else None}
+        actual = {"user": str(handshake.user_id), "token": token.prefix if token else None,
+                  "connection": handshake.connection_id}
         return all(ip_matches(handshake.ip, value) if kind == "ip"
                    else actual.get(kind) == value for kind, value in match.items())
 
@@ -118,6 +176,8 @@ class LiveConnections:
         entry = self.entries.pop(member, None)
         if entry is not None:
             entry.closed = True
+            if entry.inbox is not None:
+                entry.inbox.stop()
         if not self.entries:
             if self.ticker is not None:
                 self.ticker.cancel()  # it only sleeps between ticks
@@ -141,6 +201,29 @@ class LiveConnections:
         for entry in chosen:
             await entry.close(code, kind, reason)
         return len(chosen)
+
+    def push_matching(self, match: dict[str, str], message: dict[str, Any]) -> int:
+        """Hand ``message`` to every matching socket's consumer; return how many."""
+        delivered = 0
+        for entry in list(self.entries.values()):
+            if entry.dispatch is not None and not entry.closed and entry.matches(match):
+                if entry.inbox is None:
+                    entry.inbox = Inbox(entry.dispatch)
+                entry.inbox.put(message)
+                delivered += 1
+        return delivered
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        """One event from the channel layer: a remote close or a push."""
+        match = event.get("match")
+        if not isinstance(match, dict):
+            return
+        if event.get("type") == "wsops.disconnect":
+            await self.close_matching(match, int(event.get("code", 4401)),
+                                      str(event.get("kind", signals.AUTH)),
+                                      str(event.get("reason", "disconnected")))
+        elif event.get("type") == "wsops.push" and isinstance(event.get("message"), dict):
+            self.push_matching(match, event["message"])
 
     # --- the ticker -----------------------------------------------------------------
 
@@ -229,7 +312,7 @@ class LiveConnections:
                         self._listen_forever())
 
     async def _listen(self, layer: Any, joined: list[str]) -> None:
-        """Receive remote-close events on one channel in ``wsops.workers``."""
+        """Receive remote closes and pushes on this worker's channel (in ``wsops.workers``)."""
         channel = None
         # None, never 0.0: time.monotonic() counts from boot, so on a host up for less
         # than GROUP_RENEW seconds "now - 0.0 > GROUP_RENEW" would never be true.
@@ -237,7 +320,7 @@ class LiveConnections:
         while self.entries:
             try:
                 if channel is None:
-                    channel = self.channel = await layer.new_channel("wsops.worker.")
+                    channel = self.channel = worker_channel(_worker)
                     joined.append(channel)
                 if joined_at is None or time.monotonic() - joined_at > GROUP_RENEW:
                     await layer.group_add(WORKERS_GROUP, channel)
@@ -253,10 +336,7 @@ class LiveConnections:
                 await asyncio.sleep(1)  # layer unreachable: try again, never crash
                 joined_at = None
                 continue
-            if event.get("type") == "wsops.disconnect" and isinstance(event.get("match"), dict):
-                await self.close_matching(event["match"], int(event.get("code", 4401)),
-                                          str(event.get("kind", signals.AUTH)),
-                                          str(event.get("reason", "disconnected")))
+            await self.handle(event)
 
 
 def refresh_user(user: Any, fresh: Any) -> None:
@@ -273,6 +353,23 @@ def refresh_user(user: Any, fresh: Any) -> None:
         setattr(target, model_field.attname, getattr(fresh, model_field.attname))
     for attribute in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
         target.__dict__.pop(attribute, None)
+
+
+def attach(scope: Scope, dispatch: Callable[[dict[str, Any]], Awaitable[Any]]) -> bool:
+    """Deliver pushes for this socket to ``dispatch`` (a consumer's); False outside the stack.
+
+    Pushes are handed over one at a time, in order, by a task of their own: beside
+    the consumer's frames, not queued behind them.
+
+    ``SecureJsonWebsocketConsumer`` attaches itself; another Channels consumer behind
+    ``SecureWebsocketStack`` calls ``attach(self.scope, self.dispatch)`` in ``connect()``.
+    """
+    handshake = scope.get("wsops")
+    entry = live_connections().entries.get(getattr(handshake, "connection_id", None) or "")
+    if entry is None:
+        return False
+    entry.dispatch = dispatch
+    return True
 
 
 async def serve_registered(handshake: Handshake, scope: Scope, receive: Receive, send: Send,

@@ -51,7 +51,6 @@ from .messages.parsing import (
 from .messages.rates import MessageRates
 from .messages.validation import validate
 from .permissions import BasePermission, PermissionCache
-from .scope import signed_in_user
 
 logger = logging.getLogger("wsops")
 # What a frame without an action is charged as: no rate of its own, the user's rate.
@@ -156,12 +155,11 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle
             logger.exception("wsops: %s failed on action %r", type(self).__qualname__, name)
             await self.send_json(server_error_frame(name, request_id))
 
-    async def _charge(self, spec: ActionSpec) -> None:
+    async def _charge(self, spec: ActionSpec, payload: Any = None) -> None:
         """The per-user rate (and the action's): one Redis trip, or in process."""
         if self._rates is None:
-            user = signed_in_user(self.scope)
-            self._rates = MessageRates(user.pk if user is not None else None)
-        plan = self._rates.plan(spec)
+            self._rates = MessageRates(self.scope)
+        plan = self._rates.plan(spec, payload)
         if plan.local or plan.limits:
             await self._rates.check(plan)
         self.guard.passed()
@@ -171,15 +169,21 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle
         return await self.receive_json(content)
 
     async def _run(self, spec: ActionSpec, payload: dict[str, Any]) -> Any:
-        await self._charge(spec)
-        if spec.permission is not None:
-            self._permissions = self._permissions or PermissionCache()
-            if not await self._permissions.allows(spec.permission, self.scope):
-                raise forbidden()
+        await self._charge(spec, payload)
+        permission = spec.permission
+        if permission is not None and not permission.uses_data:
+            await self._authorise(permission, None)
         data = payload if spec.form is None else await validate(spec, payload)
+        if permission is not None and permission.uses_data:  # get_object(scope, data)
+            await self._authorise(permission, data)
         if spec.uses_db:
             await aclose_old_connections()
         return await spec.handler(self, data)
+
+    async def _authorise(self, permission: BasePermission, data: Any) -> None:
+        self._permissions = self._permissions or PermissionCache()
+        if not await self._permissions.allows(permission, self.scope, data):
+            raise forbidden()
 
     async def _refused(self, name: str | None, request_id: Any, refusal: ActionRefused) -> None:
         """One event and the error frame; a close when the client has earned one."""

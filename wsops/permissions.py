@@ -1,6 +1,7 @@
 """Permissions for connections and actions, composable with ``&``, ``|`` and ``~``.
 
     @action("send_message", permission=HasPerm("chat.send_message") & HasScope("chat:write"))
+    connect_permission = HasObjectPerm("chat.join_room", get_object=room_from_url)
 
 Each permission answers ``await perm.has_permission(scope)``. Checks that need
 the database (``HasPerm``, ``InGroup``) run in a thread via
@@ -17,45 +18,104 @@ superuser demotion or a deactivation takes effect within
 ``PERMISSION_CACHE_SECONDS`` on every socket, whatever its transport. (Token
 scopes and deactivations are also re-read for all live sockets every
 ``TOKEN_CACHE_SECONDS`` by ``wsops.connections``.)
+
+Object permissions, as DRF has them: a permission with a ``get_object`` asks
+``has_object_permission(scope, obj)`` about the object it loads.
+``get_object(scope)`` is read at connect time (``scope["url_route"]``);
+``get_object(scope, data)`` at action time, from the validated payload. Either may
+be sync (run in a thread) or async. A missing object (None, ``DoesNotExist``,
+``Http404``) is refused exactly like a forbidden one, so a refusal never tells a
+client whether the object exists. ``HasObjectPerm`` answers with Django's
+``user.has_perm(perm, obj)``, so any object-permission backend works
+(django-guardian, django-rules). Answers are cached per connection and per
+object; a ``get_object(scope)`` object is loaded once per cache window.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Callable, Hashable
+from functools import cached_property
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist
+from django.http import Http404
 
 from .conf import get_settings
 from .scope import Scope, signed_in_user
 
-Answers = dict[int, tuple[float, bool]]  # id(permission) -> (valid until, answer)
+#: (id(permission),) or (id(permission), object key) -> (valid until, answer)
+Answers = dict[tuple[Hashable, ...], tuple[float, bool]]
+MAX_CACHED_ANSWERS = 512  # per connection: a client touching many objects cannot grow it
 
 
 class BasePermission:
-    """Subclass and implement ``has_permission``; combine with ``&``, ``|``, ``~``."""
+    """Subclass and implement ``has_permission``; combine with ``&``, ``|``, ``~``.
+
+    An object permission sets ``get_object`` instead (a function, or a method taking
+    ``scope`` or ``scope, data``) and implements ``has_object_permission(scope, obj)``.
+    """
 
     #: Whether the answer may be cached per connection (False for pure in-memory checks).
     cacheable = False
+    #: Loads the object a check is about: ``(scope)`` or ``(scope, data)``, sync or async.
+    get_object: Callable[..., Any] | None = None
 
     async def has_permission(self, scope: Scope) -> bool:
-        raise NotImplementedError
+        if self.get_object is None:
+            raise NotImplementedError
+        return await self.allows(scope, None)
 
-    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
+    async def has_object_permission(self, scope: Scope, obj: Any) -> bool:
+        """Whether the connection may act on ``obj`` (DRF's hook); True unless overridden."""
+        return True
+
+    @cached_property
+    def uses_data(self) -> bool:
+        """Whether the check reads the action's validated payload (so runs after the form)."""
+        return self.get_object is not None and _takes_data(self.get_object)
+
+    async def allows(self, scope: Scope, cache: Answers | None, data: Any = None) -> bool:
         """``has_permission``, with a cacheable answer kept in ``cache`` (the connection's)
         for ``PERMISSION_CACHE_SECONDS``. Composites pass the cache down to their parts, so
         only the parts that asked the database are cached: ``HasPerm(...) & HasScope(...)``
         still sees a token scope removed a second ago."""
+        if self.get_object is not None:
+            return await self._allows_object(scope, cache if self.cacheable else None, data)
         if cache is None or not self.cacheable:
             return await self.has_permission(scope)
-        now = time.monotonic()
-        hit = cache.get(id(self))
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        answer = await self.has_permission(scope)
-        cache[id(self)] = (now + get_settings().PERMISSION_CACHE_SECONDS, answer)
-        return answer
+        key = (id(self),)
+        hit = _cached(cache, key)
+        if hit is not None:
+            return hit
+        return _remember(cache, key, await self.has_permission(scope))
+
+    async def _allows_object(self, scope: Scope, cache: Answers | None, data: Any) -> bool:
+        """Load the object, then ``has_object_permission``; missing is refused like forbidden.
+
+        A ``get_object(scope)`` answer is cached before loading (the object depends only
+        on the connection); a ``get_object(scope, data)`` one per object loaded.
+        """
+        takes_data = self.uses_data
+        key: tuple[Hashable, ...] = (id(self),)
+        if cache is not None and not takes_data and (hit := _cached(cache, key)) is not None:
+            return hit
+        obj = await load_object(self.get_object, scope, data, takes_data)
+        if obj is None:
+            return False
+        if cache is None:
+            return await self.has_object_permission(scope, obj)
+        if takes_data:
+            ident = object_key(obj)
+            if ident is None:  # unhashable and not a model: never cached
+                return await self.has_object_permission(scope, obj)
+            key = (id(self), ident)
+            if (hit := _cached(cache, key)) is not None:
+                return hit
+        return _remember(cache, key, await self.has_object_permission(scope, obj))
 
     def __and__(self, other: BasePermission) -> BasePermission:
         return AllOf(self, other)
@@ -70,6 +130,56 @@ class BasePermission:
         return f"{type(self).__name__}()"
 
 
+def _cached(cache: Answers, key: tuple[Hashable, ...]) -> bool | None:
+    hit = cache.get(key)
+    return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+
+def _remember(cache: Answers, key: tuple[Hashable, ...], answer: bool) -> bool:
+    now = time.monotonic()
+    if len(cache) >= MAX_CACHED_ANSWERS:  # drop what expired; if nothing did, start over
+        for stale in [k for k, (until, _) in cache.items() if until <= now]:
+            del cache[stale]
+        if len(cache) >= MAX_CACHED_ANSWERS:
+            cache.clear()
+    cache[key] = (now + get_settings().PERMISSION_CACHE_SECONDS, answer)
+    return answer
+
+
+def _takes_data(get_object: Callable[..., Any]) -> bool:
+    """Whether ``get_object`` takes ``(scope, data)`` rather than ``(scope)``."""
+    try:
+        parameters = inspect.signature(get_object).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+async def load_object(get_object: Callable[..., Any], scope: Scope, data: Any,
+                      takes_data: bool) -> Any:
+    """Call ``get_object`` (async as is, sync in a thread); None when there is no object."""
+    args = (scope, data) if takes_data else (scope,)
+    try:
+        if inspect.iscoroutinefunction(get_object):
+            return await get_object(*args)
+        return await database_sync_to_async(get_object)(*args)
+    except (ObjectDoesNotExist, Http404):
+        return None
+
+
+def object_key(obj: Any) -> Hashable | None:
+    """What an object's cached answer is keyed by: a model instance by label and pk."""
+    meta = getattr(obj, "_meta", None)
+    if meta is not None and getattr(obj, "pk", None) is not None:
+        return (meta.label, obj.pk)
+    try:
+        hash(obj)
+    except TypeError:
+        return None
+    return (type(obj).__qualname__, obj)
+
+
 class AllOf(BasePermission):
     def __init__(self, *parts: BasePermission) -> None:
         self.parts = parts
@@ -78,9 +188,13 @@ class AllOf(BasePermission):
     async def has_permission(self, scope: Scope) -> bool:
         return await self.allows(scope, None)
 
-    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
+    @property
+    def uses_data(self) -> bool:
+        return any(p.uses_data for p in self.parts)
+
+    async def allows(self, scope: Scope, cache: Answers | None, data: Any = None) -> bool:
         for part in self.parts:
-            if not await part.allows(scope, cache):
+            if not await part.allows(scope, cache, data):
                 return False
         return True
 
@@ -89,9 +203,9 @@ class AllOf(BasePermission):
 
 
 class AnyOf(AllOf):
-    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
+    async def allows(self, scope: Scope, cache: Answers | None, data: Any = None) -> bool:
         for part in self.parts:
-            if await part.allows(scope, cache):
+            if await part.allows(scope, cache, data):
                 return True
         return False
 
@@ -107,8 +221,12 @@ class Not(BasePermission):
     async def has_permission(self, scope: Scope) -> bool:
         return await self.allows(scope, None)
 
-    async def allows(self, scope: Scope, cache: Answers | None) -> bool:
-        return not await self.inner.allows(scope, cache)
+    @property
+    def uses_data(self) -> bool:
+        return self.inner.uses_data
+
+    async def allows(self, scope: Scope, cache: Answers | None, data: Any = None) -> bool:
+        return not await self.inner.allows(scope, cache, data)
 
     def __repr__(self) -> str:
         return f"~{self.inner!r}"
@@ -133,6 +251,19 @@ class IsAuthenticated(BasePermission):
         return bool(user is not None and user.is_active)
 
 
+async def fresh_has_perms(scope: Scope, perms: tuple[str, ...], obj: Any = None) -> bool:
+    """``user.has_perms(perms, obj)`` on the scope's user freshly read (in a thread)."""
+    user = signed_in_user(scope)
+    if user is None:
+        return False
+
+    def check() -> bool:
+        current = fresh_user(user)
+        return current is not None and current.has_perms(perms, obj)
+
+    return await database_sync_to_async(check)()
+
+
 class HasPerm(BasePermission):
     """The user has a Django permission (``"app_label.codename"``)."""
 
@@ -142,18 +273,33 @@ class HasPerm(BasePermission):
         self.perms = perms
 
     async def has_permission(self, scope: Scope) -> bool:
-        user = signed_in_user(scope)
-        if user is None:
-            return False
-
-        def check() -> bool:
-            current = fresh_user(user)
-            return current is not None and current.has_perms(self.perms)
-
-        return await database_sync_to_async(check)()
+        return await fresh_has_perms(scope, self.perms)
 
     def __repr__(self) -> str:
         return f"HasPerm({', '.join(map(repr, self.perms))})"
+
+
+class HasObjectPerm(BasePermission):
+    """The user has a Django permission on one object: ``user.has_perm(perm, obj)``.
+
+    ``get_object(scope)`` (connect time) or ``get_object(scope, data)`` (action time,
+    the validated payload), sync or async, returns the object or None.
+    """
+
+    cacheable = True
+
+    def __init__(self, perm: str, *, get_object: Callable[..., Any]) -> None:
+        if not callable(get_object):
+            raise TypeError("HasObjectPerm(get_object=...) needs a callable")
+        self.perm = perm
+        self.get_object = get_object
+
+    async def has_object_permission(self, scope: Scope, obj: Any) -> bool:
+        return await fresh_has_perms(scope, (self.perm,), obj)
+
+    def __repr__(self) -> str:
+        name = getattr(self.get_object, "__qualname__", repr(self.get_object))
+        return f"HasObjectPerm({self.perm!r}, get_object={name})"
 
 
 class InGroup(BasePermission):
@@ -212,5 +358,5 @@ class PermissionCache:
     def __init__(self) -> None:
         self.answers: Answers = {}
 
-    async def allows(self, permission: BasePermission, scope: Scope) -> bool:
-        return await permission.allows(scope, self.answers)
+    async def allows(self, permission: BasePermission, scope: Scope, data: Any = None) -> bool:
+        return await permission.allows(scope, self.answers, data)

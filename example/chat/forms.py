@@ -7,3 +7,8 @@ class SendMessageForm(forms.Form):
 
 class EchoForm(forms.Form):
     text = forms.CharField(max_length=2000, strip=False)
+
+
+class PostForm(forms.Form):
+    room = forms.SlugField(max_length=50)
+    text = forms.CharField(max_length=500, strip=True)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -9,3 +10,16 @@ class Message(models.Model):
 
     class Meta:
         permissions = [("send_message", "Can send chat messages")]
+
+
+class Room(models.Model):
+    """A room only its members may join (``chat.join_room`` on the room object)."""
+
+    name = models.SlugField(max_length=50, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="rooms", blank=True)
+
+    class Meta:
+        permissions = [("join_room", "Can join the room")]
+
+    def __str__(self):
+        return self.name

@@ -51,6 +51,13 @@ TEMPLATES = [
     }
 ]
 
+# ModelBackend for global permissions; the room backend answers user.has_perm(
+# "chat.join_room", room) for wsops.permissions.HasObjectPerm (any object backend works).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "chat.backends.RoomMembershipBackend",
+]
+
 ASGI_APPLICATION = "chatproject.asgi.application"
 
 DATABASES = {

@@ -8,13 +8,17 @@ Readable, so operators can inspect them (``<KEY_PREFIX>`` first)::
     wsops:ban:net:<4|6>:<hex nibbles>/<len> a CIDR ban (``wsratelimit block ip:2001:db8::/48``)
     wsops:ban:lengths:<4|6>                 sorted set: prefix lengths with live CIDR bans
 
-A *bucket* is what a rate counts: ``connect``, ``user_message``, ``action.<name>``.
+A *bucket* is what a rate counts: ``connect``, ``user_message``, ``action.<group>``
+(an action's name unless ``@action(group=...)`` shares one). An action's rate is
+keyed by ``ip``, ``user``, ``token`` or, for a ``key=`` callable, ``key``: the
+callable's value hashed (``action_key``), so no client text lands in a key.
 Python passes every key to the scripts as ``KEYS``, except the CIDR ban keys,
 which the admission script derives from the lengths in use (``admit.lua``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 from .. import store
@@ -25,6 +29,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 def rate_key(bucket: str, kind: str, ident: object) -> str:
     """``rate_key("connect", "ip", "1.2.3.4")`` -> ``wsops:rl:connect:ip:1.2.3.4``."""
     return store.key("rl", bucket.replace(":", "."), kind, ident)
+
+
+def action_key(group: str, kind: str, ident: object) -> str:
+    """``wsops:rl:action.<group>:<ip|user|token>:<id>``; ``kind="key"`` hashes ``ident``."""
+    if kind == "key":
+        ident = hashlib.sha256(str(ident).encode()).hexdigest()[:32]
+    return rate_key("action." + group, kind, ident)
 
 
 def cap_key(kind: str, ident: object) -> str:

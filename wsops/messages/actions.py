@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,10 @@ from ..permissions import BasePermission
 from ..units import Rate, parse_rate
 
 _LIST_FIELDS = (forms.MultipleChoiceField, forms.ModelMultipleChoiceField)
+#: What an action's rate may be keyed by (``key=``), besides a callable ``(scope, data)``.
+RATE_KEYS = ("user", "ip", "token", "connection")
+_GROUP_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+RateKey = str | Callable[[Any, Any], str]
 
 ErrorList = dict[str, list[dict[str, str]]]
 
@@ -26,6 +31,10 @@ class ActionSpec:
     form: type[forms.Form] | None = None
     rate: Rate | None = None
     uses_db: bool = False
+    #: What the rate counts per: one of ``RATE_KEYS`` or a callable ``(scope, data) -> str``.
+    rate_key: RateKey = "user"
+    #: The bucket the rate counts in, shared by the actions naming the same group.
+    group: str = ""
     #: Form fields that take any JSON value as sent (``forms.JSONField``).
     json_fields: frozenset[str] = field(default_factory=frozenset)
     #: Form fields that take a list of scalars (the multiple-choice fields).
@@ -34,16 +43,27 @@ class ActionSpec:
 
 def action(name: str, *, permission: BasePermission | None = None,
            form: type[forms.Form] | None = None, rate: str | None = None,
+           key: RateKey = "user", group: str | None = None,
            uses_db: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Expose a coroutine method as the JSON action ``name``.
 
     ``form`` validates the payload (the handler receives ``cleaned_data``;
     without a form it receives the payload), ``permission`` guards it, ``rate``
-    (``"10/m"``) throttles it per user across workers, and ``uses_db=True``
-    cleans stale DB connections before it runs (and validates the form in a
-    thread, for forms that query the database).
+    (``"10/m"``) throttles it across workers per ``key`` (``"user"``, ``"ip"``,
+    ``"token"``, ``"connection"`` or a callable ``(scope, data) -> str``), in the
+    bucket ``group`` (default: the action's name; actions naming one group share
+    it, as django-ratelimit's ``group``), and ``uses_db=True`` cleans stale DB
+    connections before it runs (and validates the form in a thread, for forms
+    that query the database).
     """
     parsed_rate = parse_rate(rate) if rate else None
+    if not callable(key) and key not in RATE_KEYS:
+        raise ValueError(f"@action({name!r}, key={key!r}): expected one of "
+                         f"{', '.join(RATE_KEYS)} or a callable (scope, data) -> str")
+    group = name if group is None else group
+    if not _GROUP_RE.fullmatch(group):
+        raise ValueError(f"@action({name!r}, group={group!r}): expected 1-64 letters, digits, "
+                         "'_', '.' or '-' (it is part of a Redis key)")
     declared = form.base_fields if form is not None else {}
     json_fields = frozenset(n for n, f in declared.items() if isinstance(f, forms.JSONField))
     list_fields = frozenset(n for n, f in declared.items() if isinstance(f, _LIST_FIELDS))
@@ -52,7 +72,7 @@ def action(name: str, *, permission: BasePermission | None = None,
         if not asyncio.iscoroutinefunction(handler):
             raise TypeError(f"@action({name!r}) needs an async def method")
         handler.wsops_action = ActionSpec(name, handler, permission, form, parsed_rate, uses_db,
-                                          json_fields, list_fields)
+                                          key, group, json_fields, list_fields)
         return handler
 
     return register

@@ -25,6 +25,7 @@ from channels.exceptions import (
 
 from .. import codes, signals
 from ..conf import get_settings
+from ..connections import attach
 from ..scope import signed_in_user
 
 CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
@@ -62,6 +63,7 @@ class Lifecycle:
             await self.accept()
         except DenyConnection:
             await self.close()
+        attach(self.scope, self.dispatch_push)  # wsops.push delivers to its handlers
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         if not self._accepted:  # message-transport sockets are accepted before connect()

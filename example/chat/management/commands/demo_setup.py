@@ -6,6 +6,8 @@ from django.core.management.base import BaseCommand
 
 from wsops import tokens
 
+from ...models import Room
+
 
 class Command(BaseCommand):
     help = "Create the demo user and a demo access token, and print how to connect."
@@ -19,6 +21,7 @@ class Command(BaseCommand):
         user.is_staff = user.is_superuser = True
         user.save()
         user.user_permissions.add(Permission.objects.get(codename="send_message"))
+        Room.objects.get_or_create(name="lobby")[0].members.add(user)  # ws/room/lobby/
         _, secret = tokens.issue(user, name="demo", scopes=["chat:write"], ttl=86400)
         url = f"http://127.0.0.1:{port}/"
         self.stdout.write(f"""
