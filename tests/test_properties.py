@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from wsops.clientip import parse_address, resolve
 from wsops.handshake import Handshake
-from wsops.handshake.transports import MALFORMED, TICKET, TOKEN, find_credential, strip_secrets
+from wsops.handshake.transports import (
+    FOREIGN,
+    MALFORMED,
+    TICKET,
+    TOKEN,
+    find_credential,
+    strip_secrets,
+)
 from wsops.origins import current_policy, parse_origin
 from wsops.units import parse_rate
 
@@ -38,7 +45,7 @@ header_text = st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepa
 def test_credential_parsing_never_raises(subprotocols, headers, query):
     scope = {"subprotocols": subprotocols, "headers": headers, "query_string": query}
     found = find_credential(scope, ALL)
-    assert found is None or found.kind in (TOKEN, TICKET, MALFORMED)
+    assert found is None or found.kind in (TOKEN, TICKET, FOREIGN, MALFORMED)
     stripped = strip_secrets(scope)
     if found is not None and found.secret:
         assert found.secret not in repr(stripped["subprotocols"])

@@ -28,6 +28,9 @@ TRANSPORTS = ("subprotocol", "header", "query", "query_token", "cookie", "messag
 # user_message is off by default: it costs a Redis round trip per message, and the
 # per-connection rate times MAX_CONNECTIONS_PER_USER already bounds what one user sends.
 DEFAULT_RATES = {"connect": "60/m", "message": "30/s", "user_message": None}
+# wsops' own credentials, in the order they were always tried (wsops.auth).
+DEFAULT_AUTHENTICATORS = ("wsops.auth.TokenAuthenticator", "wsops.auth.TicketAuthenticator",
+                          "wsops.auth.SessionAuthenticator")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class WsopsSettings:
     TICKET_RATE: str = "10/m"
     IPV6_PREFIX: int = 64
     EXPLAIN_REFUSALS: bool | None = None  # None: follow settings.DEBUG
+    AUTHENTICATORS: tuple[str, ...] = DEFAULT_AUTHENTICATORS
 
     @property
     def explain_refusals(self) -> bool:
@@ -195,6 +199,25 @@ def _proxy(value: str) -> str:
     return value
 
 
+def _authenticator(value: str) -> str:
+    """A dotted path to a ``wsops.auth.BaseAuthenticator`` subclass that can run here."""
+    from django.utils.module_loading import import_string
+
+    from .auth.base import BaseAuthenticator  # wsops.auth reads these settings
+
+    expected = "dotted paths of wsops.auth.BaseAuthenticator subclasses"
+    try:
+        found = import_string(value)
+    except ImportError as error:
+        raise ValueError(f"{expected}; {value!r} cannot be imported ({error})")
+    if not (isinstance(found, type) and issubclass(found, BaseAuthenticator)):
+        raise ValueError(f"{expected}; {value!r} is not one")
+    missing = found.missing()
+    if missing:
+        raise ValueError(f"{expected} that can run here; {missing}")
+    return value
+
+
 def _rate_string(value: Any) -> str:
     try:
         parse_rate(value)
@@ -250,6 +273,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "TICKET_RATE": _rate_string,
     "IPV6_PREFIX": _ipv6_prefix,
     "EXPLAIN_REFUSALS": _optional_bool,
+    "AUTHENTICATORS": _string_list(_authenticator),
 }
 assert set(_VALIDATORS) == {f.name for f in fields(WsopsSettings)}
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import auth, store, tokens
+from . import auth, store
 from .codes import FORBIDDEN
 from .connections import new_member
 from .handshake.admission import (
@@ -52,7 +52,6 @@ from .handshake.admission import (
 from .handshake.refusal import Refused
 from .handshake.runner import Step, run
 from .handshake.state import Handshake
-from .handshake.transports import TOKEN
 from .origins import build_policy, current_policy
 from .scope import Application, Receive, Scope, Send
 from .signals import ORIGIN
@@ -81,11 +80,10 @@ class ConnectThrottle(Step):
             return
         fetch = owner = None
         credential = handshake.credential
-        if credential is not None and credential.kind == TOKEN and store.redis_url():
-            secret_hash = tokens.hash_secret(credential.secret)
-            fetch = tokens.cache_key(secret_hash)
-            if self.with_identity:
-                owner = tokens.known_owner(secret_hash)
+        ahead = auth.read_ahead(credential, handshake) if credential and store.redis_url() \
+            else None
+        if ahead is not None:
+            fetch, owner = ahead.fetch, ahead.owner if self.with_identity else None
         if owner is None:
             decision = await decide(checks, fetch=fetch, network=handshake.ip)
             if decision is not None and not decision.allowed:
@@ -93,7 +91,7 @@ class ConnectThrottle(Step):
             if decision is not None and fetch:
                 handshake.cached_token = decision.fetched
             return
-        checks += identity_checks(owner, credential.prefix) + ip_cap(handshake.ip_key)
+        checks += identity_checks(owner, ahead.identifier) + ip_cap(handshake.ip_key)
         handshake.admission = await admit(handshake, checks, new_member(), owner,
                                           fetch=fetch, network=handshake.ip)
 

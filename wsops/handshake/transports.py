@@ -6,13 +6,17 @@ Transports, in the order they are tried (each can be switched off in
 1. ``subprotocol``: ``Sec-WebSocket-Protocol: wsops, <secret>``, the only header
    a browser's ``new WebSocket(url, protocols)`` can set. The server must answer
    ``wsops`` or the browser drops the socket.
-2. ``header``: ``Authorization: Bearer <secret>`` (non-browser clients).
+2. ``header``: ``Authorization: Bearer <secret>`` or ``Authorization: Token
+   <secret>`` (DRF's keyword), for non-browser clients.
 3. ``query``: ``?ticket=<ticket>``; long-lived tokens only with ``query_token``
    (a URL ends up in access logs and browser history).
 4. ``cookie``: Django's session (handled by the middleware, not here).
 
-A present but malformed credential is still a credential: it is rejected, never
-downgraded to an anonymous connection. After parsing, the secret is removed
+A value that is not a wsops token or ticket is ``FOREIGN``: the configured
+authenticators (``WSOPS["AUTHENTICATORS"]``, ``wsops.auth``) decide whether it is a
+JWT, a DRF or an OAuth2 token; when none claims it, it is refused. A present but
+malformed credential is still a credential: it is rejected, never downgraded to an
+anonymous connection. After parsing, the secret is removed
 from the scope so nothing downstream (consumers, loggers) can leak it.
 """
 
@@ -31,18 +35,23 @@ TICKET_PREFIX = "wstkt_"
 _SECRET_BODY = r"[A-Za-z0-9_-]{43}"
 TOKEN_RE = re.compile(re.escape(TOKEN_PREFIX) + _SECRET_BODY)
 TICKET_RE = re.compile(re.escape(TICKET_PREFIX) + _SECRET_BODY)
-MAX_SECRET_LENGTH = 256
+# A wsops secret is 47-49 characters; a JWT with a few claims is several hundred. Past
+# this a value is refused unread (no authenticator ever parses a huge header).
+MAX_SECRET_LENGTH = 4096
+HEADER_SCHEMES = ("bearer", "token")  # Authorization schemes that carry a credential
 
 TOKEN, TICKET, MALFORMED = "token", "ticket", "malformed"
+FOREIGN = "foreign"  # not a wsops secret: for the configured authenticators to judge
 DISABLED = "disabled"  # a wsops credential in a transport TOKEN_TRANSPORTS switches off
 
 
 @dataclass(frozen=True)
 class Credential:
     transport: str  # subprotocol | header | query | message
-    kind: str  # token | ticket | malformed | disabled
+    kind: str  # token | ticket | foreign | malformed | disabled
     secret: str = ""
     switch: str = ""  # the TOKEN_TRANSPORTS entry this needs, when not the transport's name
+    scheme: str = ""  # the Authorization scheme (bearer | token); "" for other transports
 
     @property
     def prefix(self) -> str | None:
@@ -62,7 +71,9 @@ def classify(secret: str) -> str:
         return TOKEN
     if TICKET_RE.fullmatch(secret):
         return TICKET
-    return MALFORMED
+    if looks_like_ours(secret) or not 0 < len(secret) <= MAX_SECRET_LENGTH:
+        return MALFORMED
+    return FOREIGN
 
 
 def looks_like_ours(secret: str) -> bool:
@@ -82,7 +93,7 @@ def _from_subprotocols(subprotocols: Any) -> Credential | None:
     others = [p for p in subprotocols if p != SUBPROTOCOL]
     if not others:
         return None
-    if len(others) != 1 or not isinstance(others[0], str) or len(others[0]) > MAX_SECRET_LENGTH:
+    if len(others) != 1 or not isinstance(others[0], str):
         return Credential("subprotocol", MALFORMED)
     return Credential("subprotocol", classify(others[0]), others[0])
 
@@ -95,12 +106,13 @@ def _from_authorization(value: bytes | None) -> Credential | None:
     except UnicodeDecodeError:
         return Credential("header", MALFORMED)
     scheme, _, secret = text.partition(" ")
-    if scheme.lower() != "bearer":
+    scheme = scheme.lower()
+    if scheme not in HEADER_SCHEMES:
         return None  # another scheme (Basic, ...) is not ours to judge
     secret = secret.strip()
     if not secret or len(secret) > MAX_SECRET_LENGTH:
-        return Credential("header", MALFORMED)
-    return Credential("header", classify(secret), secret)
+        return Credential("header", MALFORMED, scheme=scheme)
+    return Credential("header", classify(secret), secret, scheme=scheme)
 
 
 def _from_query(query_string: bytes) -> Credential | None:
@@ -114,8 +126,8 @@ def _from_query(query_string: bytes) -> Credential | None:
     for name, switch in (("ticket", "query"), ("token", "query_token")):
         secret = params.get(name)
         if secret is not None:
-            kind = classify(secret) if len(secret) <= MAX_SECRET_LENGTH else MALFORMED
-            if switch == "query" and kind == TOKEN:
+            kind = classify(secret)
+            if switch == "query" and kind != TICKET:
                 kind = MALFORMED  # a long-lived token passed as a ticket
             return Credential("query", kind, secret, switch)
     return None

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 
 from wsops import codes, remote, signals, store, tokens
 from wsops.conf import get_settings
+from wsops.handshake.transports import TOKEN_PREFIX
 from wsops.limits import operators
 from wsops.limits.operators import Identity
 from wsops.management.base import WsopsCommand
@@ -94,7 +95,8 @@ class Command(WsopsCommand):
             except model.DoesNotExist:
                 self.fail(f"unknown user {identity.id!r}")
             return Identity("user", str(user.pk))
-        if identity.kind == "token" and len(identity.id) != 12:
+        if identity.kind == "token" and identity.id.startswith(TOKEN_PREFIX) \
+                and len(identity.id) != 12:  # a wsops token: other kinds give their identifier
             matches = [token.prefix for token in tokens.find(identity.id)]
             if len(matches) != 1:
                 self.fail(f"token prefix {identity.id!r} matches {len(matches)} tokens; "
