@@ -77,6 +77,8 @@ def read_ahead(credential: Credential, handshake: Handshake) -> ReadAhead | None
     for authenticator in authenticators():
         ahead = authenticator.read_ahead(credential, handshake)
         if ahead is not None:
+            if ahead.identifier is not None:  # events before authentication name it too
+                handshake.presented_prefix = ahead.identifier
             return ahead
     return None
 
