@@ -215,7 +215,8 @@ async def test_scopes_reach_has_scope(server, make_user, kind):
 
 async def test_drf_tokens_carry_no_scopes(server, make_user):
     user = await database_sync_to_async(make_user)("api", perms=("chat.send_message",))
-    socket = await LiveSocket.open(server.url(), token=await database_sync_to_async(DRF.issue)(user))
+    secret = await database_sync_to_async(DRF.issue)(user)
+    socket = await LiveSocket.open(server.url(), token=secret)
     await socket.send_json({"action": "send_message", "text": "hi"})
     answer = await socket.receive_json()
     assert (answer["type"], answer["code"]) == ("error", "forbidden")
