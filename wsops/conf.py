@@ -201,20 +201,12 @@ def _proxy(value: str) -> str:
 
 def _authenticator(value: str) -> str:
     """A dotted path to a ``wsops.auth.BaseAuthenticator`` subclass that can run here."""
-    from django.utils.module_loading import import_string
+    from .auth.base import problem  # wsops.auth reads these settings
 
-    from .auth.base import BaseAuthenticator  # wsops.auth reads these settings
-
-    expected = "dotted paths of wsops.auth.BaseAuthenticator subclasses"
-    try:
-        found = import_string(value)
-    except ImportError as error:
-        raise ValueError(f"{expected}; {value!r} cannot be imported ({error})")
-    if not (isinstance(found, type) and issubclass(found, BaseAuthenticator)):
-        raise ValueError(f"{expected}; {value!r} is not one")
-    missing = found.missing()
-    if missing:
-        raise ValueError(f"{expected} that can run here; {missing}")
+    found = problem(value)
+    if found is not None:
+        raise ValueError(f"dotted paths of wsops.auth.BaseAuthenticator subclasses that can "
+                         f"run here; {found}")
     return value
 
 

@@ -61,14 +61,20 @@ class BaseAuthenticator:
     requires: tuple[str, ...] = ()  # modules the authenticator's extra installs
     extra = ""  # the pip extra that installs them (wsops[jwt], ...)
     uses_session = False  # whether Django's session cookie is read (SessionAuthenticator)
+    apps: tuple[str, ...] = ()  # INSTALLED_APPS entries its models live in
 
     @classmethod
     def missing(cls) -> str | None:
-        """Why this authenticator cannot run here (a package is missing), else None."""
+        """Why this authenticator cannot run here (a package or an app is missing)."""
+        from django.conf import settings
+
         for module in cls.requires:
             if find_spec(module) is None:
                 how = f' (pip install "wsops[{cls.extra}]")' if cls.extra else ""
                 return f"{cls.__name__} needs the {module} package{how}"
+        for app in cls.apps:
+            if app not in settings.INSTALLED_APPS:
+                return f"{cls.__name__} needs {app!r} in INSTALLED_APPS"
         return None
 
     def read_ahead(self, credential: Credential, handshake: Handshake) -> ReadAhead | None:
@@ -94,6 +100,19 @@ class BaseAuthenticator:
     def identifier(self, secret: str) -> str:
         """A safe identifier for a secret: the kind and a prefix of its SHA-256."""
         return f"{self.kind}_{digest(secret)[:16]}"
+
+
+def problem(path: str) -> str | None:
+    """Why a dotted path cannot serve in ``WSOPS["AUTHENTICATORS"]``, else None."""
+    from django.utils.module_loading import import_string
+
+    try:
+        found = import_string(path)
+    except ImportError as error:
+        return f"{path!r} cannot be imported ({error})"
+    if not (isinstance(found, type) and issubclass(found, BaseAuthenticator)):
+        return f"{path!r} is not a wsops.auth.BaseAuthenticator subclass"
+    return found.missing()
 
 
 def digest(secret: str) -> str:

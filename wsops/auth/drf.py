@@ -23,6 +23,7 @@ from .stored import StoredTokenAuthenticator
 class DRFTokenAuthenticator(StoredTokenAuthenticator):
     kind = "drf"
     requires = ("rest_framework",)
+    apps = ("rest_framework.authtoken",)
     extra = "drf"
     shape = re.compile(r"[0-9a-f]{40}")  # rest_framework.authtoken: hexlify(urandom(20))
     schemes = ("", "token")

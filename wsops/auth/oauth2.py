@@ -25,6 +25,7 @@ from .stored import StoredTokenAuthenticator
 class OAuth2Authenticator(StoredTokenAuthenticator):
     kind = "oauth2"
     requires = ("oauth2_provider",)
+    apps = ("oauth2_provider",)
     extra = "oauth2"
     shape = re.compile(r"[A-Za-z0-9._~+/=-]{8,}")  # RFC 6750 b64token
     schemes = ("", "bearer")
