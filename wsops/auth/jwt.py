@@ -29,7 +29,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.exceptions import SynchronousOnlyOperation
+from django.core.exceptions import SynchronousOnlyOperation, ValidationError
+from django.db import DataError
 from django.db.models.signals import post_delete, post_save
 
 from .. import store
@@ -152,7 +153,9 @@ class SimpleJWTAuthenticator(BaseAuthenticator):
         if owner is None:
             raise AuthenticationFailed("invalid_jwt", identifier)
         exp = payload.get("exp")
-        token = TokenInfo(payload.get(_jti_claim()), identifier, self.scopes_of(payload),
+        jti = payload.get(_jti_claim())
+        token = TokenInfo(jti if isinstance(jti, str) else None, identifier,
+                          self.scopes_of(payload),
                           float(exp) if isinstance(exp, (int, float)) else None, self.kind)
         fetched, handshake.cached_token = handshake.cached_token, NOT_FETCHED
         found = await cache.read(USER_KIND, digest(owner), fetched)
@@ -176,8 +179,12 @@ class SimpleJWTAuthenticator(BaseAuthenticator):
             from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
             blacklisted = BlacklistedToken.objects.filter(token__jti=jti).exists()
-        user = get_user_model()._default_manager.filter(
-            **{api_settings.USER_ID_FIELD: owner}).first()
+        model = get_user_model()
+        try:  # the claim is signed, but its type is whatever the issuer put there
+            value = model._meta.get_field(api_settings.USER_ID_FIELD).to_python(owner)
+            user = model._default_manager.filter(**{api_settings.USER_ID_FIELD: value}).first()
+        except (ValidationError, ValueError, TypeError, OverflowError, DataError):
+            user = None
         if user is None or not api_settings.USER_AUTHENTICATION_RULE(user):
             return None, blacklisted
         return user, blacklisted
