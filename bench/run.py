@@ -5,7 +5,8 @@ application in ``bench/benchapp.py``, then measures:
 
 - handshakes/s: bare; Channels' AllowedHostsOriginValidator(AuthMiddlewareStack)
   with a session cookie; SecureWebsocketStack with a token (subprotocol), a
-  ticket, and a session cookie. Ratios are to bare, from the same run.
+  SimpleJWT access token (subprotocol), a ticket, and a session cookie. Ratios
+  are to bare, from the same run.
 - echo round trips/s over 50 concurrent sockets: bare AsyncJsonWebsocketConsumer
   vs SecureJsonWebsocketConsumer (size cap, form, per-connection throttle), and
   the same with the per-user shared throttle (one Redis round trip per message).
@@ -180,7 +181,10 @@ def setup_django(env: dict[str, str]) -> dict[str, object]:
     _, secret = tokens.issue(user, name="bench")
     client = Client()
     client.force_login(user)
-    return {"user": user, "token": secret, "session": client.cookies["sessionid"].value}
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    return {"user": user, "token": secret, "session": client.cookies["sessionid"].value,
+            "jwt": str(AccessToken.for_user(user))}
 
 
 def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
@@ -322,6 +326,9 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     def with_token():
         return {"subprotocols": ["wsops", token]}
 
+    def with_jwt():
+        return {"subprotocols": ["wsops", fixtures["jwt"]]}
+
     def with_session():
         return {"origin": origin, "additional_headers": [("Cookie", f"sessionid={session}")]}
 
@@ -366,6 +373,7 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     server = Daphne("secure", env)
     try:
         measure_handshakes(server, "wsops token", with_token)
+        measure_handshakes(server, "simplejwt token", with_jwt)
         expected = int(results["handshakes"]["wsops token"] * (args.duration + 1) * 1.5) + 200
         from django.contrib.auth import get_user_model
 
@@ -400,6 +408,7 @@ def report(results: dict, output: str) -> None:
     cpu = results["cpu_ms"]
     cpu_ratios = {
         "handshake wsops token": cpu["handshake bare"] / cpu["handshake wsops token"],
+        "handshake simplejwt token": cpu["handshake bare"] / cpu["handshake simplejwt token"],
         "echo wsops": cpu["echo bare"] / cpu["echo wsops"],
         "echo wsops + user_message": cpu["echo bare"] / cpu["echo wsops + user_message"],
     }
@@ -409,6 +418,8 @@ def report(results: dict, output: str) -> None:
         "secured handshakes >= 0.6x bare (issue 9)": ratios["wsops token"] >= 0.6,
         "secured handshakes >= 0.6x bare, by daphne CPU (issue 9)":
             cpu_ratios["handshake wsops token"] >= 0.6,
+        "SimpleJWT handshake <= 1.1x the daphne CPU of a wsops token handshake (issue 16)":
+            cpu["handshake simplejwt token"] <= 1.1 * cpu["handshake wsops token"],
         "secure echo >= 0.9x bare (issue 4)": echo_rates["wsops"] >= 0.9 * echo_rates["bare"],
         "secure echo with per-user throttle >= 0.9x bare (issue 8)":
             echo_rates["wsops + user_message"] >= 0.9 * echo_rates["bare"],

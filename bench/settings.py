@@ -6,6 +6,7 @@ the load generator never hits them.
 """
 
 import os
+from datetime import timedelta
 
 from chatproject.settings import *  # noqa: F403
 from chatproject.settings import on_redis
@@ -26,6 +27,10 @@ WSOPS = {
     "MAX_CONNECTIONS_PER_USER": 100000,
     "MAX_CONNECTIONS_PER_IP": 100000,
     "TOKEN_CACHE_SECONDS": 300,
+    # SimpleJWT beside wsops' own credentials: the "simplejwt token" handshake.
+    "AUTHENTICATORS": ["wsops.auth.TokenAuthenticator", "wsops.auth.TicketAuthenticator",
+                       "wsops.auth.SimpleJWTAuthenticator", "wsops.auth.SessionAuthenticator"],
 }
+SIMPLE_JWT = {"ACCESS_TOKEN_LIFETIME": timedelta(hours=1), "SIGNING_KEY": "bench-" + "k" * 50}
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "loggers": {"wsops": {"level": "ERROR"}, "django": {"level": "ERROR"}}}
