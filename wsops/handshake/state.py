@@ -90,14 +90,14 @@ class Handshake:
 
     def forget_credential(self) -> None:
         """Drop the secret: nothing downstream (consumers, loggers) may see it."""
-        self.credential = None
+        self.credential = self.verified = None
 
     def signed_in(self, user: Any, method: str, token: TokenInfo | None = None) -> None:
         """Record who authenticated, and how."""
         self.user_id = user.pk
         self.auth_method = method
         self.token = token
-        self.credential = None
+        self.credential = self.verified = None
 
 
 def handshake_of(scope: Scope) -> Handshake | None:
