@@ -225,13 +225,21 @@ def check_authenticators() -> list[CheckMessage]:
             for found in map(problem, _authenticator_paths()) if found is not None]
 
 
-def check_jwt_lifetime() -> list[CheckMessage]:
+def _simplejwt_settings() -> Any:
+    """simplejwt's ``api_settings`` when SimpleJWT tokens are accepted, else None."""
     from ..auth import SimpleJWTAuthenticator
 
     if not _uses(SimpleJWTAuthenticator):
-        return []
+        return None
     from rest_framework_simplejwt.settings import api_settings
 
+    return api_settings
+
+
+def check_jwt_lifetime() -> list[CheckMessage]:
+    api_settings = _simplejwt_settings()
+    if api_settings is None:
+        return []
     lifetime = api_settings.ACCESS_TOKEN_LIFETIME
     if lifetime > timedelta(hours=1):
         return [Warning(f"SIMPLE_JWT['ACCESS_TOKEN_LIFETIME'] is {lifetime}: a stolen access "
@@ -244,12 +252,9 @@ def check_jwt_lifetime() -> list[CheckMessage]:
 
 
 def check_jwt_signing_key() -> list[CheckMessage]:
-    from ..auth import SimpleJWTAuthenticator
-
-    if not _uses(SimpleJWTAuthenticator):
+    api_settings = _simplejwt_settings()
+    if api_settings is None:
         return []
-    from rest_framework_simplejwt.settings import api_settings
-
     if str(api_settings.ALGORITHM).upper().startswith("HS") and \
             api_settings.SIGNING_KEY == settings.SECRET_KEY:
         return [Info(f"JWTs are signed with SECRET_KEY ({api_settings.ALGORITHM}): every "
