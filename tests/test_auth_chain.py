@@ -107,3 +107,65 @@ async def test_a_jwt_logs_in_by_the_first_frame(app, make_user, settings):
         assert await socket.receive_json() == {"type": "authenticated"}
         me = await whoami(socket)
         assert (me["user"], me["auth_method"]) == ("api", "message")
+
+
+def _issue_jwt(user):
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    return str(AccessToken.for_user(user))
+
+
+def _issue_drf(user):
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.create(user=user).key
+
+
+def _issue_oauth2(user):
+    import secrets
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from oauth2_provider.models import get_access_token_model, get_application_model
+
+    application = get_application_model().objects.create(
+        name="api", user=user, client_type="confidential", authorization_grant_type="password")
+    secret = secrets.token_urlsafe(24)
+    get_access_token_model().objects.create(user=user, application=application, token=secret,
+                                            expires=timezone.now() + timedelta(hours=1))
+    return secret
+
+
+@pytest.mark.parametrize("issue", [_issue_jwt, _issue_drf, _issue_oauth2],
+                         ids=["jwt", "drf", "oauth2"])
+async def test_a_warm_handshake_makes_one_redis_trip_and_no_query(app, make_user, settings,
+                                                                  private_redis, monkeypatch,
+                                                                  issue):
+    """Bans, rates, caps and the cached verification (or the JWT owner's fields): one trip."""
+    from tests.helpers import configure_redis
+    from wsops import store
+    from wsops.auth import DRFTokenAuthenticator, OAuth2Authenticator, SimpleJWTAuthenticator
+
+    configure_redis(settings, private_redis)
+    settings.WSOPS = {**settings.WSOPS, "AUTHENTICATORS": [
+        "wsops.auth.SimpleJWTAuthenticator", "wsops.auth.DRFTokenAuthenticator",
+        "wsops.auth.OAuth2Authenticator", *DEFAULT]}
+    user = await database_sync_to_async(make_user)("api")
+    secret = await database_sync_to_async(issue)(user)
+    assert (await SecureCommunicator(app, PATH, token=secret).outcome()).accepted  # warms
+    trips = []
+    real_call = store.call
+
+    async def counted(coroutine):
+        trips.append(1)
+        return await real_call(coroutine)
+
+    def no_database(*args):
+        raise AssertionError("a warm handshake read the database")
+
+    monkeypatch.setattr(store, "call", counted)
+    monkeypatch.setattr(SimpleJWTAuthenticator, "_load", no_database)
+    monkeypatch.setattr(DRFTokenAuthenticator, "load", no_database)
+    monkeypatch.setattr(OAuth2Authenticator, "load", no_database)
+    async with SecureCommunicator(app, PATH, token=secret) as socket:
+        assert socket.accepted and len(trips) == 1
