@@ -114,7 +114,7 @@ async def test_bad_credentials_are_refused_never_anonymous(app, alice, settings,
     elif case == "ticket_garbage":
         secret = "wstkt_" + "x" * 43
     elif case == "many_subprotocols":
-        subprotocols = ["wsops", secret, "another"]
+        subprotocols = ["wsops", secret, tokens.generate_secret()]  # a second secret
     caplog.set_level(logging.WARNING, logger="wsops.security")
     communicator = SecureCommunicator(app, PATH, token=None if subprotocols else secret,
                                       subprotocols=subprotocols)

@@ -112,9 +112,16 @@ class LiveConnections:
                 pass  # the channel layer is slow or down: serve the socket anyway
 
     def remove(self, member: str) -> Entry | None:
+        """Unregister a socket; the last one also ends the worker's background tasks and
+        its ``wsops.workers`` membership (the next socket starts them again)."""
         entry = self.entries.pop(member, None)
         if entry is not None:
             entry.closed = True
+        if not self.entries:
+            for task in (self.ticker, self.listener):
+                if task is not None and not task.done():
+                    task.cancel()
+            self.ticker = self.listener = None
         return entry
 
     async def close_matching(self, match: dict[str, str], code: int, kind: str,
@@ -199,6 +206,18 @@ class LiveConnections:
         if layer is None:
             self.joined.set()
             return
+        joined: list[str] = []  # this run's channel, once it has one
+        try:
+            await self._listen(layer, joined)
+        finally:  # the last socket closed (the task is cancelled), or the loop ended
+            for channel in joined:
+                try:
+                    await layer.group_discard(WORKERS_GROUP, channel)
+                except Exception:
+                    pass
+
+    async def _listen(self, layer: Any, joined: list[str]) -> None:
+        """Receive remote-close events on one channel in ``wsops.workers``."""
         channel = None
         # None, never 0.0: time.monotonic() counts from boot, so on a host up for less
         # than GROUP_RENEW seconds "now - 0.0 > GROUP_RENEW" would never be true.
@@ -207,16 +226,17 @@ class LiveConnections:
             try:
                 if channel is None:
                     channel = await layer.new_channel("wsops.worker.")
+                    joined.append(channel)
                 if joined_at is None or time.monotonic() - joined_at > GROUP_RENEW:
                     await layer.group_add(WORKERS_GROUP, channel)
                     joined_at = time.monotonic()
                     self.joined.set()
                 # Wake up to renew the membership even when no event arrives.
                 event = await asyncio.wait_for(layer.receive(channel), timeout=GROUP_RENEW)
-            except asyncio.CancelledError:
-                raise
             except asyncio.TimeoutError:
                 continue
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 await asyncio.sleep(1)  # layer unreachable: try again, never crash
                 joined_at = None
@@ -225,11 +245,6 @@ class LiveConnections:
                 await self.close_matching(event["match"], int(event.get("code", 4401)),
                                           str(event.get("kind", signals.AUTH)),
                                           str(event.get("reason", "disconnected")))
-        if channel is not None:
-            try:
-                await layer.group_discard(WORKERS_GROUP, channel)
-            except Exception:
-                pass
 
 
 def refresh_user(user: Any, fresh: Any) -> None:

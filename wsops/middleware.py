@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from . import auth, store
 from .codes import FORBIDDEN
 from .connections import new_member
@@ -106,13 +108,21 @@ class OriginGuard(Step):
     the consumer's ``connect_permission`` decides), but a present Origin must be
     allowed. ``Origin: null`` (sandboxed iframes, file: pages) is always refused.
 
-    ``allowed_origins`` overrides ``WSOPS["ALLOWED_ORIGINS"]`` for this route.
+    ``allowed_origins`` overrides ``WSOPS["ALLOWED_ORIGINS"]`` for this route; it also takes
+    the patterns of Channels' ``OriginValidator`` (``"app.example.com"``, ``".example.com"``,
+    ``"*"``) with Channels' meaning, and anything else raises ``ImproperlyConfigured`` here,
+    not at the first connection.
     """
 
     def __init__(self, inner: Application | None = None,
-                 allowed_origins: list[str] | None = None) -> None:
+                 allowed_origins: list[str] | tuple[str, ...] | None = None) -> None:
         super().__init__(inner)
-        self.policy = build_policy(allowed_origins) if allowed_origins is not None else None
+        self.policy = None
+        if allowed_origins is not None:
+            try:
+                self.policy = build_policy(allowed_origins, channels_forms=True)
+            except ValueError as error:
+                raise ImproperlyConfigured(f"OriginGuard(allowed_origins=...): {error}") from None
 
     async def check(self, handshake: Handshake, scope: Scope) -> None:
         origin = handshake.origin

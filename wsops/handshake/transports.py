@@ -4,8 +4,10 @@ Transports, in the order they are tried (each can be switched off in
 ``WSOPS["TOKEN_TRANSPORTS"]``):
 
 1. ``subprotocol``: ``Sec-WebSocket-Protocol: wsops, <secret>``, the only header
-   a browser's ``new WebSocket(url, protocols)`` can set. The server must answer
-   ``wsops`` or the browser drops the socket.
+   a browser's ``new WebSocket(url, protocols)`` can set. The pair may stand
+   anywhere among the application's own subprotocols; the server answers the
+   application's choice, or ``wsops`` (a browser drops a socket whose answer is
+   not one it offered).
 2. ``header``: ``Authorization: Bearer <secret>`` or ``Authorization: Token
    <secret>`` (DRF's keyword), for non-browser clients.
 3. ``query``: ``?ticket=<ticket>``; long-lived tokens only with ``query_token``
@@ -81,21 +83,47 @@ def looks_like_ours(secret: str) -> bool:
     return secret.startswith(TOKEN_PREFIX) or secret.startswith(TICKET_PREFIX)
 
 
+def _offered_credential(offered: list[Any]) -> tuple[Any, bool]:
+    """``(the entry offered as the credential or None, whether the offer is malformed)``.
+
+    The credential is the entry right after the ``wsops`` marker, wherever the pair
+    stands, so an application's own subprotocols may come before or after it
+    (``["graphql-transport-ws", "wsops", "wst_…"]``). A wsops secret anywhere else
+    (without the marker, or a second one) makes the offer malformed: refused, never
+    let in as anonymous with the secret in its scope.
+    """
+    credential = None
+    if SUBPROTOCOL in offered:
+        after = offered.index(SUBPROTOCOL) + 1
+        credential = offered[after] if after < len(offered) else None
+        if credential == SUBPROTOCOL:
+            return None, True
+    stray = [p for p in offered if p is not credential and isinstance(p, str)
+             and looks_like_ours(p)]
+    return credential, bool(stray)
+
+
 def _from_subprotocols(subprotocols: Any) -> Credential | None:
     if not isinstance(subprotocols, (list, tuple)):
         return None
-    if SUBPROTOCOL not in subprotocols:
-        # A wsops secret offered without the "wsops" marker (a client bug): refuse it
-        # rather than let the socket in as anonymous with the secret in its scope.
-        if any(isinstance(p, str) and looks_like_ours(p) for p in subprotocols):
-            return Credential("subprotocol", MALFORMED)
-        return None
-    others = [p for p in subprotocols if p != SUBPROTOCOL]
-    if not others:
-        return None
-    if len(others) != 1 or not isinstance(others[0], str):
+    offered = list(subprotocols)
+    secret, malformed = _offered_credential(offered)
+    if malformed:
         return Credential("subprotocol", MALFORMED)
-    return Credential("subprotocol", classify(others[0]), others[0])
+    if secret is None:
+        return None
+    if not isinstance(secret, str) or len(secret) > MAX_SECRET_LENGTH:
+        return Credential("subprotocol", MALFORMED)
+    return Credential("subprotocol", classify(secret), secret)
+
+
+def application_subprotocols(subprotocols: Any) -> list[Any]:
+    """The offer without the credential and without any wsops secret: the marker and the
+    application's own subprotocols, in the order offered (what consumers may accept)."""
+    offered = list(subprotocols) if isinstance(subprotocols, (list, tuple)) else []
+    secret, _ = _offered_credential(offered)
+    return [p for p in offered if p is not secret
+            and not (isinstance(p, str) and looks_like_ours(p))]
 
 
 def _from_authorization(value: bytes | None) -> Credential | None:
@@ -181,11 +209,8 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     ``?ticket=`` there is a secret at rest in someone's logs.
     """
     scope = dict(scope)
-    offered = scope.get("subprotocols") or ()
-    if offers_marker(scope):
-        scope["subprotocols"] = [SUBPROTOCOL]
-    elif any(isinstance(p, str) and looks_like_ours(p) for p in offered):
-        scope["subprotocols"] = [p for p in offered if not looks_like_ours(str(p))]
+    if scope.get("subprotocols"):
+        scope["subprotocols"] = application_subprotocols(scope["subprotocols"])
     scope["headers"] = [
         (name, value)
         for name, value in scope.get("headers") or ()
