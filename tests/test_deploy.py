@@ -293,6 +293,8 @@ BENIGN = {
     "--nginx-conf": "/etc/nginx/other.conf", "--reload-command": "nginx -s reload",
     "--server": "https://acme.example/dir", "--config-dir": "/etc/le",
     "--work-dir": "/var/lib/le", "--logs-dir": "/var/log/le",
+    "--acme-ca": "https://acme.example/dir", "--caddy-admin": "localhost:2020",
+    "--apache-conf": "/etc/apache2/other.conf",
 }
 # The socket directory decides the unit's shape: under /run systemd creates it
 # (RuntimeDirectory=), elsewhere the unit lets the workers write it (ReadWritePaths=).
@@ -303,7 +305,7 @@ CHOSEN_SHAPE = {"--workers", "--http-port", "--https-port", "--hsts-seconds", "-
 CERTBOT_ONLY = {"--server", "--config-dir", "--work-dir", "--logs-dir"}
 # Values that are shell code or URLs by nature: `;`, quotes and `$(...)` are allowed there, and
 # the scripts carry them inside single quotes. Control characters are refused everywhere.
-QUOTED = {"--reload-command", "--server"}
+QUOTED = {"--reload-command", "--server", "--acme-ca"}
 CONTROL = ["\n", "\r", "\x00", "\t", "\x0b", "\x1b", "\u0085", "\u2028", "\u2029", "\u200e"]
 HOSTILE = [*CONTROL, " ", ";", "{", "}", "'", '"', "$(id)", "`id`", "${HOME}", "#", "%i", "\\",
            "; id > /tmp/p", "\nExecStartPre=/bin/id", "; } server { listen 1; }", "*"]

@@ -93,6 +93,7 @@ class LiveConnections:
         self.entries: dict[str, Entry] = {}
         self.ticker: asyncio.Task | None = None
         self.listener: asyncio.Task | None = None
+        self.channel: str | None = None  # the listener's channel in wsops.workers
         self.joined = asyncio.Event()
 
     async def add(self, member: str, entry: Entry) -> None:
@@ -118,11 +119,21 @@ class LiveConnections:
         if entry is not None:
             entry.closed = True
         if not self.entries:
-            for task in (self.ticker, self.listener):
-                if task is not None and not task.done():
-                    task.cancel()
-            self.ticker = self.listener = None
+            if self.ticker is not None:
+                self.ticker.cancel()  # it only sleeps between ticks
+                self.ticker = None
+            if self.listener is not None and not self.listener.done() and self.channel:
+                # Wake the listener rather than cancel it: a cancelled channels-redis
+                # receive can leave its connection stuck. It sees no socket and leaves.
+                self._send_soon(self.channel, {"type": "wsops.stop"})
         return entry
+
+    def _send_soon(self, channel: str, event: dict[str, Any]) -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            task = asyncio.get_running_loop().create_task(layer.send(channel, event))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
     async def close_matching(self, match: dict[str, str], code: int, kind: str,
                              reason: str) -> int:
@@ -209,12 +220,18 @@ class LiveConnections:
         joined: list[str] = []  # this run's channel, once it has one
         try:
             await self._listen(layer, joined)
-        finally:  # the last socket closed (the task is cancelled), or the loop ended
+        finally:  # the last socket closed, or the loop ended
             for channel in joined:
                 try:
                     await layer.group_discard(WORKERS_GROUP, channel)
                 except Exception:
                     pass
+            if self.listener is asyncio.current_task():
+                self.listener = self.channel = None
+                if self.entries:  # a socket arrived while this one was leaving
+                    self.joined.clear()
+                    self.listener = asyncio.get_running_loop().create_task(
+                        self._listen_forever())
 
     async def _listen(self, layer: Any, joined: list[str]) -> None:
         """Receive remote-close events on one channel in ``wsops.workers``."""
@@ -225,7 +242,7 @@ class LiveConnections:
         while self.entries:
             try:
                 if channel is None:
-                    channel = await layer.new_channel("wsops.worker.")
+                    channel = self.channel = await layer.new_channel("wsops.worker.")
                     joined.append(channel)
                 if joined_at is None or time.monotonic() - joined_at > GROUP_RENEW:
                     await layer.group_add(WORKERS_GROUP, channel)
@@ -283,6 +300,7 @@ async def serve_registered(handshake: Handshake, scope: Scope, receive: Receive,
                 pass  # they expire within CONNECTION_TTL
 
 
+_background: set[asyncio.Task] = set()  # fire-and-forget sends, kept until done
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveConnections] = (
     weakref.WeakKeyDictionary()
 )

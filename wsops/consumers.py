@@ -40,13 +40,22 @@ from .messages.guard import MessageGuard
 from .messages.hygiene import DispatchWithoutHop
 from .messages.lifecycle import Lifecycle
 from .messages.login import FirstFrameLogin
-from .messages.parsing import MAX_ECHO_LENGTH, JsonCodec, echoable_action, envelope, valid_id
+from .messages.parsing import (
+    MAX_ECHO_LENGTH,
+    JsonCodec,
+    decode,
+    echoable_action,
+    envelope,
+    valid_id,
+)
 from .messages.rates import MessageRates
 from .messages.validation import validate
 from .permissions import BasePermission, PermissionCache
 from .scope import signed_in_user
 
 logger = logging.getLogger("wsops")
+# What a frame without an action is charged as: no rate of its own, the user's rate.
+PLAIN_FRAME = ActionSpec("receive_json", handler=AsyncJsonWebsocketConsumer.receive_json)
 
 
 class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle, JsonCodec,
@@ -111,15 +120,16 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle
     async def _handle_text(self, text: str) -> None:
         """Parse -> look up -> rates -> permission -> validate -> dispatch."""
         try:
-            content = await self.decode_frame(text)
-        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+            content = decode(text) if self._own_decoder else await self.decode_json(text)
+        except Exception:  # ValueError; RecursionError for "[[[[..."; a decode_json's own
+            # error, whatever its class: the frame could not be read, and that is the client's
             return await self._refused(None, None, invalid_input(
                 codes.INVALID_JSON, "invalid_json", "Malformed JSON."))
         if type(content) is not dict:
             return await self._refused(None, None, invalid_input(
                 codes.INVALID_JSON, "not_an_object", "Expected a JSON object."))
         if self._plain_frames and "action" not in content:
-            return await self._serve(None, None, self.receive_json(content))
+            return await self._serve(None, None, self._run_plain(content))
         name, request_id = content.pop("action", None), content.pop("id", None)
         spec = self.actions.get(name) if type(name) is str else None
         echoed = name if spec is not None else echoable_action(name)
@@ -145,12 +155,22 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle
             logger.exception("wsops: %s failed on action %r", type(self).__qualname__, name)
             await self.send_json(server_error_frame(name, request_id))
 
-    async def _run(self, spec: ActionSpec, payload: dict[str, Any]) -> Any:
+    async def _charge(self, spec: ActionSpec) -> None:
+        """The per-user rate (and the action's): one Redis trip, or in process."""
         if self._rates is None:
             user = signed_in_user(self.scope)
             self._rates = MessageRates(user.pk if user is not None else None)
-        await self._rates.check(spec)
+        plan = self._rates.plan(spec)
+        if plan.local or plan.limits:
+            await self._rates.check(plan)
         self.guard.passed()
+
+    async def _run_plain(self, content: dict[str, Any]) -> Any:
+        await self._charge(PLAIN_FRAME)  # RATES["user_message"] counts these frames too
+        return await self.receive_json(content)
+
+    async def _run(self, spec: ActionSpec, payload: dict[str, Any]) -> Any:
+        await self._charge(spec)
         if spec.permission is not None:
             self._permissions = self._permissions or PermissionCache()
             if not await self._permissions.allows(spec.permission, self.scope):

@@ -48,12 +48,13 @@ from .handshake.admission import (
     decide,
     identity_checks,
     ip_cap,
+    refund,
     refusal_for,
     release,
 )
 from .handshake.refusal import Refused
 from .handshake.runner import Step, run
-from .handshake.state import Handshake
+from .handshake.state import Admission, Handshake
 from .origins import build_policy, current_policy
 from .scope import Application, Receive, Scope, Send
 from .signals import ORIGIN
@@ -86,16 +87,45 @@ class ConnectThrottle(Step):
             else None
         if ahead is not None:
             fetch, owner = ahead.fetch, ahead.owner if self.with_identity else None
-        if owner is None:
-            decision = await decide(checks, fetch=fetch, network=handshake.ip)
-            if decision is not None and not decision.allowed:
-                raise refusal_for(decision)
-            if decision is not None and fetch:
-                handshake.cached_token = decision.fetched
+        if owner is not None and await self._decide_known_owner(handshake, checks, ahead):
             return
-        checks += identity_checks(owner, ahead.identifier) + ip_cap(handshake.ip_key)
-        handshake.admission = await admit(handshake, checks, new_member(), owner,
-                                          fetch=fetch, network=handshake.ip)
+        decision = await decide(checks, fetch=fetch, network=handshake.ip)
+        if decision is not None and not decision.allowed:
+            raise refusal_for(decision)
+        if decision is not None and fetch:
+            handshake.cached_token = decision.fetched
+
+    async def _decide_known_owner(self, handshake: Handshake, checks: Checks,
+                                  ahead: auth.ReadAhead) -> bool:
+        """The IP checks with the identity of the owner this worker saw the token verified
+        for. False when that guess cannot be trusted: then the caller decides the IP checks
+        alone, and ConnectionRegistry decides whoever the token turns out to be.
+
+        The guess holds when the token-cache entry read in the same trip names the same
+        owner. No entry (revoked, expired, evicted) or another owner: what the guess
+        charged is refunded. A refusal of the identity part is not trusted either (a
+        re-owned token must not carry its old owner's ban). Each authenticator says what
+        confirms its guess (``ReadAhead.confirms``); a JWT's owner is signed, so it holds.
+        """
+        owner = ahead.owner
+        identity = identity_checks(owner, ahead.identifier) + ip_cap(handshake.ip_key)
+        try:
+            admission = await admit(handshake, checks + identity, new_member(), owner,
+                                    fetch=ahead.fetch, network=handshake.ip)
+        except Refused as refused:
+            if refused.extra.get("key") not in identity.key_names():
+                raise  # the address's own ban or rate
+            ahead.forget()
+            return False
+        guessed = Admission(owner, admission.member, identity.caps, identity.limits)
+        if not (admission.caps or admission.limits):
+            return True  # Redis down and FAIL_MODE open: nothing decided, nothing charged
+        if ahead.confirms(handshake.cached_token):
+            handshake.admission = guessed
+            return True
+        await refund(guessed)
+        ahead.forget()
+        return True
 
 
 class OriginGuard(Step):

@@ -297,9 +297,12 @@ def _unpack(raw: str | None, secret_hash: str) -> VerifiedToken | None:
         return None
 
 
-# Token hash -> its owner's pk, for tokens this worker has verified: a token's owner never
-# changes, so the next handshake can decide the owner's bans, rate and caps in the same
-# Redis trip as the IP checks (``ConnectThrottle``), before the token is verified again.
+# Token hash -> its owner's pk, for tokens this worker has verified, so the next handshake
+# can decide the owner's bans, rate and caps in the same Redis trip as the IP checks
+# (``ConnectThrottle``), ahead of verifying the token again. That guess is checked against
+# the token-cache entry read in the same trip (``cached_owner``): a revoked token has no
+# entry, a re-owned one names its new owner, and then the early decision is refunded.
+# A token this worker finds invalid is dropped from here.
 _owners: dict[str, str] = {}
 MAX_KNOWN_OWNERS = 100_000
 
@@ -308,11 +311,20 @@ def known_owner(secret_hash: str) -> str | None:
     return _owners.get(secret_hash)
 
 
+def forget_owner(secret_hash: str) -> None:
+    _owners.pop(secret_hash, None)
+
+
 def learn_owner(secret_hash: str, owner_pk: Any) -> None:
-    if secret_hash not in _owners:
-        if len(_owners) >= MAX_KNOWN_OWNERS:
-            del _owners[next(iter(_owners))]  # the oldest
-        _owners[secret_hash] = str(owner_pk)
+    if secret_hash not in _owners and len(_owners) >= MAX_KNOWN_OWNERS:
+        del _owners[next(iter(_owners))]  # the oldest
+    _owners[secret_hash] = str(owner_pk)
+
+
+def cached_owner(raw: Any) -> str | None:
+    """The owner's pk a raw token-cache entry names (before its MAC is checked), or None."""
+    parts = raw.split("|", 4) if isinstance(raw, str) else ()
+    return parts[2] if len(parts) == 5 else None
 
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
@@ -349,11 +361,16 @@ async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) 
         token = await _cached(secret_hash)
     else:
         token = _unpack(cached, secret_hash)
-    if token is None:
-        token = await database_sync_to_async(_load_from_db)(secret_hash, public_prefix(secret))
-        if shared:
-            await _remember(secret_hash, token)
-    _check(token)
+    try:
+        if token is None:
+            token = await database_sync_to_async(_load_from_db)(secret_hash,
+                                                                 public_prefix(secret))
+            if shared:
+                await _remember(secret_hash, token)
+        _check(token)
+    except TokenInvalid:
+        forget_owner(secret_hash)  # no early identity decisions for a token that fails
+        raise
     learn_owner(secret_hash, token.user.pk)
     if touch:
         _touch_soon(token.id)

@@ -21,6 +21,7 @@ chain refuses an expired ``TokenInfo`` or an inactive user, whatever the kind.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
@@ -41,13 +42,29 @@ class AuthenticationFailed(Exception):
         self.identifier = identifier
 
 
+def _holds(fetched: Any) -> bool:
+    return True
+
+
+def _nothing() -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ReadAhead:
-    """What the first handshake step may fold into its Redis round trip."""
+    """What the first handshake step may fold into its Redis round trip.
+
+    With an ``owner``, the step decides that user's bans, rate and caps in the same
+    trip, then asks ``confirms(what was fetched)`` whether the guess held (a token
+    whose cache entry names another owner, or none: refunded, and ``forget()`` drops
+    the guess).
+    """
 
     fetch: str | None = None  # a key to read in that trip (the credential's cache entry)
     owner: str | None = None  # the owner's pk when known without the database
     identifier: str | None = None  # the credential's safe identifier (its token ban)
+    confirms: Callable[[Any], bool] = _holds
+    forget: Callable[[], None] = _nothing
 
 
 class BaseAuthenticator:

@@ -21,8 +21,10 @@ class TokenAuthenticator(BaseAuthenticator):
         if credential.kind != TOKEN:
             return None
         secret_hash = tokens.hash_secret(credential.secret)
-        return ReadAhead(tokens.cache_key(secret_hash), tokens.known_owner(secret_hash),
-                         credential.prefix)
+        owner = tokens.known_owner(secret_hash)
+        return ReadAhead(tokens.cache_key(secret_hash), owner, credential.prefix,
+                         confirms=lambda fetched: tokens.cached_owner(fetched) == owner,
+                         forget=lambda: tokens.forget_owner(secret_hash))
 
     async def authenticate(self, credential: Credential,
                            handshake: Handshake) -> Authenticated | None:

@@ -11,7 +11,10 @@ delete an entry when its token or user changes. Without Redis nothing is cached.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from django.contrib.auth import get_user_model
 
 from .. import sealing, store, tokens
 from ..conf import get_settings
@@ -49,6 +52,18 @@ def unpack(kind: str, digest: str, raw: str | None) -> Authenticated | None:
     except Exception:  # sealed by us, yet unreadable (a model change): just a miss
         return None
     return user, info
+
+
+def cached_owner(raw: Any) -> str | None:
+    """The owner's pk a raw entry names (before its MAC is checked: only to confirm an
+    early identity decision, which the verification that follows still checks)."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        user = json.loads(raw.split(sealing.SEPARATOR, 2)[2])["user"]
+        return str(user[get_user_model()._meta.pk.attname])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 async def read(kind: str, digest: str, fetched: Any = NOT_FETCHED) -> Authenticated | None:

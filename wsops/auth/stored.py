@@ -51,8 +51,11 @@ class StoredTokenAuthenticator(BaseAuthenticator):
         if not self.claims(credential):
             return None
         secret_digest = digest(credential.secret)
-        return ReadAhead(cache.key(self.kind, secret_digest), tokens.known_owner(secret_digest),
-                         self.identifier(credential.secret))
+        owner = tokens.known_owner(secret_digest)
+        return ReadAhead(cache.key(self.kind, secret_digest), owner,
+                         self.identifier(credential.secret),
+                         confirms=lambda fetched: cache.cached_owner(fetched) == owner,
+                         forget=lambda: tokens.forget_owner(secret_digest))
 
     async def authenticate(self, credential: Credential,
                            handshake: Handshake) -> Authenticated | None:
@@ -62,7 +65,12 @@ class StoredTokenAuthenticator(BaseAuthenticator):
         fetched, handshake.cached_token = handshake.cached_token, NOT_FETCHED
         found = await cache.read(self.kind, secret_digest, fetched)
         if found is None:
-            found = await database_sync_to_async(self.load)(credential.secret, secret_digest)
+            try:
+                found = await database_sync_to_async(self.load)(credential.secret,
+                                                               secret_digest)
+            except Exception:
+                tokens.forget_owner(secret_digest)  # no early decisions for a failing token
+                raise
             await cache.remember(self.kind, secret_digest, *found)
         tokens.learn_owner(secret_digest, found[0].pk)
         return found

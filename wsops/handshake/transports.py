@@ -25,7 +25,7 @@ from the scope so nothing downstream (consumers, loggers) can leak it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -51,7 +51,7 @@ DISABLED = "disabled"  # a wsops credential in a transport TOKEN_TRANSPORTS swit
 class Credential:
     transport: str  # subprotocol | header | query | message
     kind: str  # token | ticket | foreign | malformed | disabled
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     switch: str = ""  # the TOKEN_TRANSPORTS entry this needs, when not the transport's name
     scheme: str = ""  # the Authorization scheme (bearer | token); "" for other transports
 
@@ -78,13 +78,24 @@ def classify(secret: str) -> str:
     return FOREIGN
 
 
+# A whole wsops secret standing anywhere inside a value (``?a=1;token=wst_…``,
+# ``Basic …, Bearer wst_…``): refused and stripped like one in its proper place.
+_SECRET_INSIDE = re.compile(r"wst(?:kt)?_[A-Za-z0-9_-]{43}")
+
+
+def holds_our_secret(value: str) -> bool:
+    """Whether a value was meant as, or carries, a wsops token or ticket."""
+    return looks_like_ours(value) or _SECRET_INSIDE.search(value) is not None
+
+
 def looks_like_ours(secret: str) -> bool:
     """Whether a value was meant as a wsops token or ticket (even a garbled one)."""
     return secret.startswith(TOKEN_PREFIX) or secret.startswith(TICKET_PREFIX)
 
 
-def _offered_credential(offered: list[Any]) -> tuple[Any, bool]:
-    """``(the entry offered as the credential or None, whether the offer is malformed)``.
+def _offered_credential(offered: list[Any]) -> tuple[int | None, bool]:
+    """``(the index of the entry offered as the credential or None, whether the offer is
+    malformed)``.
 
     The credential is the entry right after the ``wsops`` marker, wherever the pair
     stands, so an application's own subprotocols may come before or after it
@@ -95,11 +106,11 @@ def _offered_credential(offered: list[Any]) -> tuple[Any, bool]:
     credential = None
     if SUBPROTOCOL in offered:
         after = offered.index(SUBPROTOCOL) + 1
-        credential = offered[after] if after < len(offered) else None
-        if credential == SUBPROTOCOL:
+        credential = after if after < len(offered) else None
+        if credential is not None and offered[credential] == SUBPROTOCOL:
             return None, True
-    stray = [p for p in offered if p is not credential and isinstance(p, str)
-             and looks_like_ours(p)]
+    stray = [i for i, p in enumerate(offered) if i != credential and isinstance(p, str)
+             and holds_our_secret(p)]
     return credential, bool(stray)
 
 
@@ -107,11 +118,12 @@ def _from_subprotocols(subprotocols: Any) -> Credential | None:
     if not isinstance(subprotocols, (list, tuple)):
         return None
     offered = list(subprotocols)
-    secret, malformed = _offered_credential(offered)
+    index, malformed = _offered_credential(offered)
     if malformed:
         return Credential("subprotocol", MALFORMED)
-    if secret is None:
+    if index is None:
         return None
+    secret = offered[index]
     if not isinstance(secret, str) or len(secret) > MAX_SECRET_LENGTH:
         return Credential("subprotocol", MALFORMED)
     return Credential("subprotocol", classify(secret), secret)
@@ -121,9 +133,9 @@ def application_subprotocols(subprotocols: Any) -> list[Any]:
     """The offer without the credential and without any wsops secret: the marker and the
     application's own subprotocols, in the order offered (what consumers may accept)."""
     offered = list(subprotocols) if isinstance(subprotocols, (list, tuple)) else []
-    secret, _ = _offered_credential(offered)
-    return [p for p in offered if p is not secret
-            and not (isinstance(p, str) and looks_like_ours(p))]
+    index, _ = _offered_credential(offered)
+    return [p for i, p in enumerate(offered) if i != index
+            and not (isinstance(p, str) and holds_our_secret(p))]
 
 
 def _from_authorization(value: bytes | None) -> Credential | None:
@@ -133,9 +145,13 @@ def _from_authorization(value: bytes | None) -> Credential | None:
         text = value.decode("ascii").strip()
     except UnicodeDecodeError:
         return Credential("header", MALFORMED)
-    scheme, _, secret = text.partition(" ")
+    scheme, _, secret = text.partition(" ") if " " in text else text.partition("\t")
     scheme = scheme.lower()
-    if scheme not in HEADER_SCHEMES:
+    # A wsops secret goes with Bearer: "Token wst_…", a bare secret or merged headers
+    # are refused; Token (DRF's keyword) carries other credentials.
+    if scheme not in HEADER_SCHEMES or (scheme == "token" and holds_our_secret(text)):
+        if holds_our_secret(text):
+            return Credential("header", MALFORMED, text)
         return None  # another scheme (Basic, ...) is not ours to judge
     secret = secret.strip()
     if not secret or len(secret) > MAX_SECRET_LENGTH:
@@ -143,14 +159,21 @@ def _from_authorization(value: bytes | None) -> Credential | None:
     return Credential("header", classify(secret), secret, scheme=scheme)
 
 
+_QUERY_MARKERS = (b"ticket", b"token", b"wst", b"%")
+
+
 def _from_query(query_string: bytes) -> Credential | None:
-    """``?ticket=`` or ``?token=`` (the latter as transport ``query_token``)."""
-    if b"ticket=" not in query_string and b"token=" not in query_string:
+    """``?ticket=`` or ``?token=`` (the latter as transport ``query_token``); names are
+    read percent-decoded and case-insensitively, and a wsops secret under any other
+    name is refused rather than ignored."""
+    lowered = query_string.lower()
+    if not any(marker in lowered for marker in _QUERY_MARKERS):
         return None
     try:
-        params = {name: value for name, value in _query_pairs(query_string) if value}
+        pairs = [(name.lower(), value) for name, value in _query_pairs(query_string) if value]
     except ValueError:
         return Credential("query", MALFORMED)
+    params = dict(pairs)
     for name, switch in (("ticket", "query"), ("token", "query_token")):
         secret = params.get(name)
         if secret is not None:
@@ -158,6 +181,9 @@ def _from_query(query_string: bytes) -> Credential | None:
             if switch == "query" and kind != TICKET:
                 kind = MALFORMED  # a long-lived token passed as a ticket
             return Credential("query", kind, secret, switch)
+    for name, value in pairs:
+        if holds_our_secret(name) or holds_our_secret(value):
+            return Credential("query", MALFORMED, value)
     return None
 
 
@@ -174,7 +200,7 @@ def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credentia
     switch = found.switch or found.transport
     if switch in transports or (switch == "query" and "query_token" in transports):
         return found
-    if found.transport == "subprotocol" or looks_like_ours(found.secret):
+    if found.transport == "subprotocol" or holds_our_secret(found.secret):
         return Credential(found.transport, DISABLED, switch=found.switch)
     return None
 
@@ -217,10 +243,11 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
         if name not in (b"authorization", b"sec-websocket-protocol")
     ]
     query = scope.get("query_string") or b""
-    if any(marker in query for marker in (b"ticket=", b"token=", b"wst", b"%")):
+    if any(marker in query.lower() for marker in _QUERY_MARKERS):
         try:
             kept = [(k, v) for k, v in _query_pairs(query)
-                    if k not in ("ticket", "token") and not looks_like_ours(v)]
+                    if k.lower() not in ("ticket", "token") and not holds_our_secret(v)
+                    and not holds_our_secret(k)]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         except (ValueError, UnicodeEncodeError):
             scope["query_string"] = b""

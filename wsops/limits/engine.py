@@ -41,6 +41,7 @@ from .keys import network_ban_probe
 
 ADMIT = store.Script(resources.files(__package__).joinpath("admit.lua").read_text())
 REFRESH = store.Script(resources.files(__package__).joinpath("refresh.lua").read_text())
+REFUND = store.Script(resources.files(__package__).joinpath("refund.lua").read_text())
 
 # Decision outcomes.
 ALLOWED, BANNED, OVER_RATE, OVER_CAP, UNAVAILABLE = (
@@ -94,6 +95,11 @@ class Limiter(Protocol):
 
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
         """Free ``member``'s slots in ``caps``."""
+
+    async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
+                     member: str) -> None:
+        """Undo one admitted event: each rate charge moved back one interval, ``member``
+        out of ``caps``."""
 
 
 def gcra(tat: float, now: float, rate: Rate) -> tuple[float, float]:
@@ -177,6 +183,14 @@ class RedisLimiter:
                 pipe.zrem(cap.key, member)
             await store.call(pipe.execute())
 
+    async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
+                     member: str) -> None:
+        args: list[Any] = [len(limits)]
+        for limit in limits:
+            args += [limit.rate.count, int(limit.rate.period * 1000)]
+        keys = [*(limit.key for limit in limits), *(cap.key for cap in caps)]
+        await store.call(REFUND.run(store.async_client(), keys, [*args, member]))
+
 
 class LocalLimiter:
     """The same decisions in process (embedded defaults: one worker, nothing shared)."""
@@ -226,6 +240,13 @@ class LocalLimiter:
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
         for cap in caps:
             self.registry.get(cap.key, {}).pop(member, None)
+
+    async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
+                     member: str) -> None:
+        for limit in limits:
+            if limit.key in self.tats:
+                self.tats[limit.key] -= limit.rate.interval
+        await self.release(caps, member)
 
 
 def load_ban(raw: str) -> dict[str, Any]:

@@ -69,7 +69,8 @@ class JsonCodec:
     them (a ``datetime``, ``Decimal`` or ``UUID`` through a project's own encoder).
 
     The defaults are wsops' strict decoder and a compact ``json.dumps``; while they are
-    not overridden, frames skip the extra coroutine per message.
+    not overridden (``_own_decoder``, ``_own_encoder``), frames skip the extra coroutine
+    per message.
     """
 
     _own_decoder = _own_encoder = True  # set per class by ``uses_default_codec``
@@ -81,9 +82,6 @@ class JsonCodec:
     @classmethod
     async def encode_json(cls, content: Any) -> str:
         return json.dumps(content, separators=_separators)
-
-    async def decode_frame(self, text: str) -> Any:
-        return decode(text) if self._own_decoder else await self.decode_json(text)
 
     async def send_json(self, content: Any, close: bool = False) -> None:
         text = (json.dumps(content, separators=_separators) if self._own_encoder
