@@ -5,7 +5,8 @@ application in ``bench/benchapp.py``, then measures:
 
 - handshakes/s: bare; Channels' AllowedHostsOriginValidator(AuthMiddlewareStack)
   with a session cookie; SecureWebsocketStack with a token (subprotocol), a
-  ticket, and a session cookie. Ratios are to bare, from the same run.
+  SimpleJWT access token (subprotocol), a ticket, and a session cookie. Ratios
+  are to bare, from the same run.
 - echo round trips/s over 50 concurrent sockets: bare AsyncJsonWebsocketConsumer
   vs SecureJsonWebsocketConsumer (size cap, form, per-connection throttle), and
   the same with the per-user shared throttle (one Redis round trip per message).
@@ -240,7 +241,10 @@ def setup_django(env: dict[str, str]) -> dict[str, object]:
     _, secret = tokens.issue(user, name="bench")
     client = Client()
     client.force_login(user)
-    return {"user": user, "token": secret, "session": client.cookies["sessionid"].value}
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    return {"user": user, "token": secret, "session": client.cookies["sessionid"].value,
+            "jwt": str(AccessToken.for_user(user))}
 
 
 def limiter_bench(redis_url: str, decisions: int) -> dict[str, float]:
@@ -393,6 +397,9 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     def with_token():
         return {"subprotocols": ["wsops", token]}
 
+    def with_jwt():
+        return {"subprotocols": ["wsops", fixtures["jwt"]]}
+
     def with_session():
         return {"origin": origin, "additional_headers": [("Cookie", f"sessionid={session}")]}
 
@@ -437,6 +444,7 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     server = Daphne("secure", env)
     try:
         measure_handshakes(server, "wsops token", with_token)
+        measure_handshakes(server, "simplejwt token", with_jwt)
         expected = int(results["handshakes"]["wsops token"] * (args.duration + 1) * 1.5) + 200
         from django.contrib.auth import get_user_model
 
@@ -484,6 +492,9 @@ TARGETS = {
     "session handshake cheaper than Channels' session stack, by CPU":
         ("session vs channels", 1.0),
     "secured echo >= 1.6x bare, by CPU": ("echo wsops", 1.6),
+    # Issue 16: a SimpleJWT handshake costs at most 1.1x a wsops token handshake's CPU.
+    "SimpleJWT handshake <= 1.1x a wsops token handshake, by CPU":
+        ("wsops token vs simplejwt", 1 / 1.1),
     "secured echo with user_message >= 1.4x bare, by CPU": ("echo wsops + user_message", 1.4),
 }
 
@@ -494,6 +505,9 @@ def figures(run: dict) -> dict[str, float]:
     rss, limiter = run["rss_per_connection_bytes"], run["limiter"]
     return {
         "handshake wsops token": cpu["handshake bare"] / cpu["handshake wsops token"],
+        "handshake simplejwt token": cpu["handshake bare"] / cpu["handshake simplejwt token"],
+        "wsops token vs simplejwt": cpu["handshake wsops token"]
+        / cpu["handshake simplejwt token"],
         "handshake wsops ticket": cpu["handshake bare"] / cpu["handshake wsops ticket"],
         "handshake wsops session": cpu["handshake bare"] / cpu["handshake wsops session"],
         "session vs channels": cpu["handshake channels session"]

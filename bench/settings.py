@@ -6,6 +6,7 @@ the load generator never hits them.
 """
 
 import os
+from datetime import timedelta
 
 from chatproject.settings import *  # noqa: F403
 from chatproject.settings import on_redis
@@ -28,6 +29,10 @@ WSOPS = {
     "TOKEN_CACHE_SECONDS": 300,
     # BENCH_METRICS=0: Prometheus metrics off, to measure what recording them costs
     "METRICS": os.environ.get("BENCH_METRICS", "1") != "0",
+    # SimpleJWT beside wsops' own credentials: the "simplejwt token" handshake.
+    "AUTHENTICATORS": ["wsops.auth.TokenAuthenticator", "wsops.auth.TicketAuthenticator",
+                       "wsops.auth.SimpleJWTAuthenticator", "wsops.auth.SessionAuthenticator"],
 }
+SIMPLE_JWT = {"ACCESS_TOKEN_LIFETIME": timedelta(hours=1), "SIGNING_KEY": "bench-" + "k" * 50}
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "loggers": {"wsops": {"level": "ERROR"}, "django": {"level": "ERROR"}}}

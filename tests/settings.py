@@ -23,7 +23,12 @@ DEBUG = False
 SECRET_KEY = "tests-only-" + "s" * 50
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", "app.example.com"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"] + ["guardian"]
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "daphne"] + [
+    # The credentials wsops.auth accepts besides its own (the dev extra installs them).
+    "rest_framework", "rest_framework.authtoken", "rest_framework_simplejwt.token_blacklist",
+    "oauth2_provider",
+    "guardian",
+]
 # django-guardian's tables, for HasObjectPerm's tests (tests/test_object_permissions.py
 # switches AUTHENTICATION_BACKENDS to guardian's or django-rules' backend); no
 # anonymous user row.

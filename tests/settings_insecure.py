@@ -1,5 +1,7 @@
 """Everything wssecure complains about (except DEBUG, which some rules need off)."""
 
+from datetime import timedelta
+
 from tests.settings import *  # noqa: F403
 
 DEBUG = False
@@ -22,4 +24,6 @@ WSOPS = {
     "TOKEN_TRANSPORTS": ["subprotocol", "header", "query", "query_token", "cookie"],
     "TOKEN_TTL": "never",
     "FAIL_MODE": "open",
+    "AUTHENTICATORS": ["wsops.auth.SimpleJWTAuthenticator", "wsops.auth.TokenAuthenticator"],
 }
+SIMPLE_JWT = {"ACCESS_TOKEN_LIFETIME": timedelta(days=1)}  # signed with SECRET_KEY (HS256)

@@ -33,6 +33,8 @@ SECURE = {
     "ASGI_APPLICATION": "tests.asgi_variants.secure",
 }
 
+JWT_CHAIN = ["wsops.auth.SimpleJWTAuthenticator", "wsops.auth.TokenAuthenticator"]
+
 # rule id -> settings that trigger it (applied on top of SECURE)
 TRIGGERS = {
     "wsops.E001": {"ASGI_APPLICATION": "tests.asgi_variants.no_origin_check"},
@@ -45,6 +47,12 @@ TRIGGERS = {
     "wsops.W010": {"WSOPS": {**SECURE["WSOPS"], "TOKEN_TRANSPORTS": ["query_token"]}},
     "wsops.W011": {"WSOPS": {**SECURE["WSOPS"], "TOKEN_TTL": "never"}},
     "wsops.I001": {"WSOPS": {**SECURE["WSOPS"], "FAIL_MODE": "open"}},
+    "wsops.W030": {"WSOPS": {**SECURE["WSOPS"], "AUTHENTICATORS": JWT_CHAIN},
+                   "SIMPLE_JWT": {"ACCESS_TOKEN_LIFETIME": datetime.timedelta(hours=2),
+                                  "SIGNING_KEY": "jwt-only-" + "k" * 40}},
+    "wsops.I030": {"WSOPS": {**SECURE["WSOPS"], "AUTHENTICATORS": JWT_CHAIN}},
+    "wsops.W031": {"WSOPS": {**SECURE["WSOPS"], "TOKEN_TRANSPORTS": ["header", "query_token"],
+                             "AUTHENTICATORS": ["wsops.auth.OAuth2Authenticator"]}},
     "wsops.W007": {"CHANNEL_LAYERS": {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 10}],
@@ -100,6 +108,18 @@ def test_rule_triggers_and_only_then(settings, rule_id):
     assert rule_id in found_ids()
     apply(settings, {})
     assert rule_id not in found_ids()
+
+
+def test_unusable_authenticator_paths_are_errors(settings):
+    """E030 reads the setting as written: it names each path that cannot serve."""
+    settings.WSOPS = {"AUTHENTICATORS": ["wsops.auth.Nope", "wsops.tokens.issue",
+                                         "wsops.auth.TokenAuthenticator"]}
+    messages = rules.check_authenticators()
+    assert [m.id for m in messages] == ["wsops.E030", "wsops.E030"]
+    assert "'wsops.auth.Nope' cannot be imported" in messages[0].msg
+    assert "not a wsops.auth.BaseAuthenticator subclass" in messages[1].msg
+    settings.WSOPS = {"AUTHENTICATORS": JWT_CHAIN}
+    assert rules.check_authenticators() == []
 
 
 def test_deploy_rules_only_run_with_deploy(settings):

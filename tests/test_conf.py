@@ -47,6 +47,12 @@ def test_none_means_no_settings():
         ({"REDIS_TIMEOUT": 0}, ["REDIS_TIMEOUT", "positive number"]),
         ({"MAX_CONNECTIONS_PER_USER": -1}, ["MAX_CONNECTIONS_PER_USER"]),
         ({"TICKET_RATE": "lots"}, ["TICKET_RATE", "'lots'"]),
+        ({"AUTHENTICATORS": "wsops.auth.TokenAuthenticator"}, ["AUTHENTICATORS",
+                                                               "a list of strings"]),
+        ({"AUTHENTICATORS": ["wsops.auth.Nope"]}, ["AUTHENTICATORS", "'wsops.auth.Nope' "
+                                                   "cannot be imported"]),
+        ({"AUTHENTICATORS": ["myproject.auth.Missing"]}, ["AUTHENTICATORS", "cannot be imported"]),
+        ({"AUTHENTICATORS": ["wsops.tokens.issue"]}, ["AUTHENTICATORS", "BaseAuthenticator"]),
     ],
 )
 def test_mistakes_name_key_value_and_what_is_allowed(raw, fragments):
@@ -113,3 +119,21 @@ def test_durations():
         parse_duration("-5m")
     assert format_duration(90061) == "1d1h1m1s"
     assert format_duration(None) == "never"
+
+
+def test_authenticators_default_to_wsops_tokens_tickets_and_session():
+    assert validate({}).AUTHENTICATORS == ("wsops.auth.TokenAuthenticator",
+                                           "wsops.auth.TicketAuthenticator",
+                                           "wsops.auth.SessionAuthenticator")
+    chain = ["wsops.auth.SimpleJWTAuthenticator", "wsops.auth.DRFTokenAuthenticator",
+             "wsops.auth.OAuth2Authenticator"]
+    configured = validate({"AUTHENTICATORS": chain}).AUTHENTICATORS
+    assert configured == tuple(chain)
+
+
+def test_an_authenticator_whose_extra_is_missing_is_refused(monkeypatch):
+    from wsops.auth import SimpleJWTAuthenticator
+
+    monkeypatch.setattr(SimpleJWTAuthenticator, "requires", ("not_installed_anywhere",))
+    with pytest.raises(ImproperlyConfigured, match=r'wsops\[jwt\]'):
+        validate({"AUTHENTICATORS": ["wsops.auth.SimpleJWTAuthenticator"]})

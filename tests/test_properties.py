@@ -9,12 +9,19 @@ import ipaddress
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wsops.clientip import parse_address, resolve
 from wsops.handshake import Handshake
-from wsops.handshake.transports import MALFORMED, TICKET, TOKEN, find_credential, strip_secrets
+from wsops.handshake.transports import (
+    FOREIGN,
+    MALFORMED,
+    TICKET,
+    TOKEN,
+    find_credential,
+    strip_secrets,
+)
 from wsops.origins import current_policy, parse_origin
 from wsops.units import parse_rate
 
@@ -38,7 +45,7 @@ header_text = st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepa
 def test_credential_parsing_never_raises(subprotocols, headers, query):
     scope = {"subprotocols": subprotocols, "headers": headers, "query_string": query}
     found = find_credential(scope, ALL)
-    assert found is None or found.kind in (TOKEN, TICKET, MALFORMED)
+    assert found is None or found.kind in (TOKEN, TICKET, FOREIGN, MALFORMED)
     stripped = strip_secrets(scope)
     if found is not None and found.secret:
         assert found.secret not in repr(stripped["subprotocols"])
@@ -229,3 +236,95 @@ def test_a_logged_value_is_one_line_of_printable_text(text):
     logged = escape(text)
     assert len(logged.splitlines()) <= 1
     assert not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in logged)
+
+
+# --- malformed JWTs through the whole authenticator chain ------------------------------
+
+EVERY_AUTHENTICATOR = ["wsops.auth.SimpleJWTAuthenticator", "wsops.auth.DRFTokenAuthenticator",
+                       "wsops.auth.OAuth2Authenticator", "wsops.auth.TokenAuthenticator",
+                       "wsops.auth.TicketAuthenticator", "wsops.auth.SessionAuthenticator"]
+
+
+@pytest.fixture
+def every_authenticator(settings):
+    """The whole chain (DRF and OAuth2 look some values up in the database)."""
+    settings.WSOPS = {**settings.WSOPS, "AUTHENTICATORS": EVERY_AUTHENTICATOR}
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def signed(header: dict, payload: dict, key: str | None = None) -> str:
+    """A JWS whose signature is right for the tests' SECRET_KEY (or ``key``)."""
+    import hashlib
+    import hmac
+
+    from django.conf import settings as django_settings
+
+    head = b64(json.dumps(header).encode())
+    body = b64(json.dumps(payload).encode())
+    mac = hmac.new((key or django_settings.SECRET_KEY).encode(), f"{head}.{body}".encode(),
+                   hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
+
+
+b64_part = st.binary(max_size=200).map(b64)
+claims = st.dictionaries(
+    st.sampled_from(["user_id", "exp", "jti", "token_type", "scope", "iat", "aud", "iss"])
+    | st.text(max_size=8), json_values, max_size=8)
+malformed_jwts = st.one_of(
+    # bad base64 / not JSON
+    st.lists(st.text(max_size=80), min_size=1, max_size=5).map(".".join),
+    st.tuples(b64_part, b64_part, b64_part).map(".".join),
+    # alg none, and other algorithms with no or a wrong signature
+    st.builds(lambda alg, payload, sig: f"{b64(json.dumps({'alg': alg}).encode())}."
+                                        f"{b64(json.dumps(payload).encode())}.{sig}",
+              st.sampled_from(["none", "None", "NONE", "HS256", "RS256", "ES256", ""]),
+              claims, st.sampled_from(["", "AAAA", b64(b"x" * 32)])),
+    # huge headers (past MAX_SECRET_LENGTH, and just under it)
+    st.integers(1000, 6000).map(lambda n: signed({"alg": "HS256", "kid": "k" * n},
+                                                 {"user_id": 1})),
+    # nested JSON in the header or the payload, deep enough for a RecursionError
+    st.integers(10, 2900).map(lambda depth: f"{b64(nested(depth).encode())}."
+                                            f"{b64(b'{}')}.AAAA"),
+    st.integers(10, 2900).map(lambda depth: signed({"alg": "HS256"},
+                                                   {"user_id": json.loads(nested(50)),
+                                                    "x": nested(depth)})),
+    # correctly signed, with hostile claims (types, sizes, missing ones), or another key
+    claims.map(lambda c: signed({"alg": "HS256", "typ": "JWT"}, c)),
+    claims.map(lambda c: signed({"alg": "HS256"}, c, key="another-key-" + "x" * 40)),
+    # valid in every way simplejwt checks, with a hostile owner or scope claim
+    st.builds(lambda owner, scope, jti: signed(
+        {"alg": "HS256"}, {"token_type": "access", "exp": 4102444800, "jti": jti,
+                           "user_id": owner, "scope": scope}),
+        json_values | st.integers(min_value=2**63) | st.text(max_size=300), json_values,
+        json_values),
+)
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(max_examples=max(600, settings.default.max_examples),
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(secret=malformed_jwts, transport=st.sampled_from(["subprotocol", "header", "message"]))
+def test_malformed_jwts_are_always_refused_never_a_crash(every_authenticator, secret,
+                                                         transport):
+    from wsops import auth, codes
+    from wsops.handshake.refusal import Refused
+    from wsops.handshake.transports import Credential, classify
+
+    credential = Credential(transport, classify(secret), secret,
+                            scheme="bearer" if transport == "header" else "")
+    handshake = Handshake(ip="127.0.0.1", ip_key="127.0.0.1", origin=None, has_cookie=False,
+                          offers_marker=True, presents_credential=True, credential=credential)
+    auth.read_ahead(credential, handshake)  # the first step's look never raises either
+    with pytest.raises(Refused) as refused:
+        asyncio.run(auth.verify(credential, handshake))
+    assert refused.value.code == codes.UNAUTHENTICATED
+    assert len(secret) < 8 or secret not in repr(refused.value.__dict__)

@@ -9,10 +9,11 @@ class WsopsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import audit, daphne_compat  # noqa: F401 - audit registers the system checks
+        from . import audit, auth, daphne_compat  # noqa: F401 - audit registers the checks
         from .conf import get_settings
         from .tokens import connect_cache_invalidation
 
         get_settings()  # raise ImproperlyConfigured now, not on the first connection
         daphne_compat.install()
         connect_cache_invalidation()
+        auth.connect_signals()

@@ -28,6 +28,9 @@ TRANSPORTS = ("subprotocol", "header", "query", "query_token", "cookie", "messag
 # user_message is off by default: it costs a Redis round trip per message, and the
 # per-connection rate times MAX_CONNECTIONS_PER_USER already bounds what one user sends.
 DEFAULT_RATES = {"connect": "60/m", "message": "30/s", "user_message": None}
+# wsops' own credentials, in the order they were always tried (wsops.auth).
+DEFAULT_AUTHENTICATORS = ("wsops.auth.TokenAuthenticator", "wsops.auth.TicketAuthenticator",
+                          "wsops.auth.SessionAuthenticator")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class WsopsSettings:
     EXPLAIN_REFUSALS: bool | None = None  # None: follow settings.DEBUG
     METRICS: bool = True  # record Prometheus metrics (when prometheus_client is installed)
     METRICS_ALLOWED: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # who may scrape
+    AUTHENTICATORS: tuple[str, ...] = DEFAULT_AUTHENTICATORS
 
     @property
     def explain_refusals(self) -> bool:
@@ -194,6 +198,17 @@ def _proxy(value: str) -> str:
         raise ValueError(f'{error}, or "unix"')
 
 
+def _authenticator(value: str) -> str:
+    """A dotted path to a ``wsops.auth.BaseAuthenticator`` subclass that can run here."""
+    from .auth.base import problem  # wsops.auth reads these settings
+
+    found = problem(value)
+    if found is not None:
+        raise ValueError(f"dotted paths of wsops.auth.BaseAuthenticator subclasses that can "
+                         f"run here; {found}")
+    return value
+
+
 def _rate_string(value: Any) -> str:
     try:
         parse_rate(value)
@@ -251,6 +266,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "EXPLAIN_REFUSALS": _optional_bool,
     "METRICS": _bool,
     "METRICS_ALLOWED": _string_list(_network),
+    "AUTHENTICATORS": _string_list(_authenticator),
 }
 assert set(_VALIDATORS) == {f.name for f in fields(WsopsSettings)}
 

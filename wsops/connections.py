@@ -260,21 +260,26 @@ class LiveConnections:
         fields (``is_superuser``, ``is_staff``, ...) are refreshed in place, so
         nothing a consumer reads is older than ``TOKEN_CACHE_SECONDS``.
         """
+        from .auth import revoked_tokens  # wsops.auth imports this module
+
         live = [e for e in self.entries.values() if not e.closed]
-        token_ids = {e.handshake.token.id for e in live if e.handshake.token is not None}
+        held = [e.handshake.token for e in live if e.handshake.token is not None]
+        token_ids = {t.id for t in held if t.kind == "wsops"}
         user_ids = {e.handshake.user_id for e in live if e.handshake.user_id is not None}
-        if not token_ids and not user_ids:
+        if not held and not user_ids:
             return
         found = await recheck(token_ids, user_ids)
+        foreign = await revoked_tokens([t for t in held if t.kind != "wsops"])
         for entry in live:
             token = entry.handshake.token
             user_id = entry.handshake.user_id
-            if token is not None and token.id not in found.tokens:
+            if token is not None and (token.prefix in foreign if token.kind != "wsops"
+                                      else token.id not in found.tokens):
                 await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "revoked")
             elif user_id is not None and user_id not in found.users:
                 await entry.close(codes.UNAUTHENTICATED, signals.AUTH, "inactive_user")
             else:
-                if token is not None:
+                if token is not None and token.kind == "wsops":
                     token.scopes, token.expires_at = found.tokens[token.id]
                 if user_id is not None:
                     refresh_user(entry.scope.get("user"), found.users[user_id])

@@ -38,7 +38,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from . import auth, store, tokens
+from . import auth, store
 from .codes import FORBIDDEN
 from .connections import new_member
 from .handshake.admission import (
@@ -55,7 +55,6 @@ from .handshake.admission import (
 from .handshake.refusal import Refused
 from .handshake.runner import Step, run
 from .handshake.state import Admission, Handshake
-from .handshake.transports import TOKEN
 from .origins import build_policy, current_policy
 from .scope import Application, Receive, Scope, Send
 from .signals import ORIGIN
@@ -84,13 +83,11 @@ class ConnectThrottle(Step):
             return
         fetch = owner = None
         credential = handshake.credential
-        if credential is not None and credential.kind == TOKEN and store.redis_url():
-            secret_hash = tokens.hash_secret(credential.secret)
-            fetch = tokens.cache_key(secret_hash)
-            if self.with_identity:
-                owner = tokens.known_owner(secret_hash)
-        if owner is not None and await self._decide_known_owner(handshake, checks, owner,
-                                                                secret_hash, fetch):
+        ahead = auth.read_ahead(credential, handshake) if credential and store.redis_url() \
+            else None
+        if ahead is not None:
+            fetch, owner = ahead.fetch, ahead.owner if self.with_identity else None
+        if owner is not None and await self._decide_known_owner(handshake, checks, ahead):
             return
         decision = await decide(checks, fetch=fetch, network=handshake.ip)
         if decision is not None and not decision.allowed:
@@ -98,8 +95,8 @@ class ConnectThrottle(Step):
         if decision is not None and fetch:
             handshake.cached_token = decision.fetched
 
-    async def _decide_known_owner(self, handshake: Handshake, checks: Checks, owner: str,
-                                  secret_hash: str, fetch: str) -> bool:
+    async def _decide_known_owner(self, handshake: Handshake, checks: Checks,
+                                  ahead: auth.ReadAhead) -> bool:
         """The IP checks with the identity of the owner this worker saw the token verified
         for. False when that guess cannot be trusted: then the caller decides the IP checks
         alone, and ConnectionRegistry decides whoever the token turns out to be.
@@ -107,26 +104,27 @@ class ConnectThrottle(Step):
         The guess holds when the token-cache entry read in the same trip names the same
         owner. No entry (revoked, expired, evicted) or another owner: what the guess
         charged is refunded. A refusal of the identity part is not trusted either (a
-        re-owned token must not carry its old owner's ban).
+        re-owned token must not carry its old owner's ban). Each authenticator says what
+        confirms its guess (``ReadAhead.confirms``); a JWT's owner is signed, so it holds.
         """
-        identity = identity_checks(owner, handshake.credential.prefix) + \
-            ip_cap(handshake.ip_key)
+        owner = ahead.owner
+        identity = identity_checks(owner, ahead.identifier) + ip_cap(handshake.ip_key)
         try:
             admission = await admit(handshake, checks + identity, new_member(), owner,
-                                    fetch=fetch, network=handshake.ip)
+                                    fetch=ahead.fetch, network=handshake.ip)
         except Refused as refused:
             if refused.extra.get("key") not in identity.key_names():
                 raise  # the address's own ban or rate
-            tokens.forget_owner(secret_hash)
+            ahead.forget()
             return False
         guessed = Admission(owner, admission.member, identity.caps, identity.limits)
         if not (admission.caps or admission.limits):
             return True  # Redis down and FAIL_MODE open: nothing decided, nothing charged
-        if tokens.cached_owner(handshake.cached_token) == owner:
+        if ahead.confirms(handshake.cached_token):
             handshake.admission = guessed
             return True
         await refund(guessed)
-        tokens.forget_owner(secret_hash)
+        ahead.forget()
         return True
 
 

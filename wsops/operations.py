@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from . import tokens
+from .handshake.transports import TOKEN_PREFIX
 from .limits import operators
 from .limits.operators import Identity
 
@@ -27,7 +28,8 @@ def resolve_identity(text: str) -> Identity:
         except model.DoesNotExist:
             raise ValueError(f"unknown user {identity.id!r}")
         return Identity("user", str(user.pk))
-    if identity.kind == "token" and len(identity.id) != 12:
+    if identity.kind == "token" and identity.id.startswith(TOKEN_PREFIX) \
+            and len(identity.id) != 12:  # a wsops token: other kinds give their identifier
         matches = [token.prefix for token in tokens.find(identity.id)]
         if len(matches) != 1:
             raise ValueError(f"token prefix {identity.id!r} matches {len(matches)} tokens; "

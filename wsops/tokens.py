@@ -177,7 +177,11 @@ def forget(hashes: Any) -> None:
     Inside a transaction, again once it commits: until then a handshake still
     reads the old committed row and would cache it afresh.
     """
-    keys = [cache_key(h) for h in hashes]
+    forget_keys([cache_key(h) for h in hashes])
+
+
+def forget_keys(keys: list[str]) -> None:
+    """Delete shared-cache entries now and, inside a transaction, again at commit."""
     if not keys or not store.redis_url():
         return
 
@@ -311,7 +315,7 @@ def forget_owner(secret_hash: str) -> None:
     _owners.pop(secret_hash, None)
 
 
-def _learn_owner(secret_hash: str, owner_pk: Any) -> None:
+def learn_owner(secret_hash: str, owner_pk: Any) -> None:
     if secret_hash not in _owners and len(_owners) >= MAX_KNOWN_OWNERS:
         del _owners[next(iter(_owners))]  # the oldest
     _owners[secret_hash] = str(owner_pk)
@@ -370,7 +374,7 @@ async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) 
     except TokenInvalid:
         forget_owner(secret_hash)  # no early identity decisions for a token that fails
         raise
-    _learn_owner(secret_hash, token.user.pk)
+    learn_owner(secret_hash, token.user.pk)
     if touch:
         _touch_soon(token.id)
     return token

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Warning
+from django.utils.module_loading import import_string
 
-from ..conf import get_settings
+from ..auth.base import problem
+from ..conf import DEFAULT_AUTHENTICATORS, get_settings
 from . import advisories, asgi
 
 DAPHNE_DEFAULT_MAX_MESSAGE = 1024 * 1024
@@ -196,6 +199,84 @@ def check_token_ttl() -> list[CheckMessage]:
                         hint='Give tokens a lifetime (e.g. "90d") and rotate them with '
                              "`wstokens rotate`.",
                         id="wsops.W011")]
+    return []
+
+
+def _authenticator_paths() -> list[str]:
+    """``WSOPS["AUTHENTICATORS"]`` as written (these rules must not need it valid)."""
+    raw = getattr(settings, "WSOPS", None)
+    paths = raw.get("AUTHENTICATORS", DEFAULT_AUTHENTICATORS) if isinstance(raw, dict) else ()
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, (list, tuple)) else []
+
+
+def _uses(*kinds: type) -> bool:
+    """Whether an authenticator of one of these classes (or a subclass) is configured."""
+    for path in _authenticator_paths():
+        if problem(path) is None and issubclass(import_string(path), kinds):
+            return True
+    return False
+
+
+def check_authenticators() -> list[CheckMessage]:
+    return [Error(f"WSOPS['AUTHENTICATORS']: {found}.",
+                  hint="List dotted paths of wsops.auth.BaseAuthenticator subclasses, and "
+                       "install what they need (e.g. pip install \"wsops[jwt]\").",
+                  id="wsops.E030")
+            for found in map(problem, _authenticator_paths()) if found is not None]
+
+
+def _simplejwt_settings() -> Any:
+    """simplejwt's ``api_settings`` when SimpleJWT tokens are accepted, else None."""
+    from ..auth import SimpleJWTAuthenticator
+
+    if not _uses(SimpleJWTAuthenticator):
+        return None
+    from rest_framework_simplejwt.settings import api_settings
+
+    return api_settings
+
+
+def check_jwt_lifetime() -> list[CheckMessage]:
+    api_settings = _simplejwt_settings()
+    if api_settings is None:
+        return []
+    lifetime = api_settings.ACCESS_TOKEN_LIFETIME
+    if lifetime > timedelta(hours=1):
+        return [Warning(f"SIMPLE_JWT['ACCESS_TOKEN_LIFETIME'] is {lifetime}: a stolen access "
+                        "token opens sockets that long, and blacklisting reaches only the "
+                        "tokens someone knows about.",
+                        hint="Keep access tokens short (5-15 minutes; wsops closes live sockets "
+                             "at exp with 4401) and let clients reconnect with a fresh one.",
+                        id="wsops.W030")]
+    return []
+
+
+def check_jwt_signing_key() -> list[CheckMessage]:
+    api_settings = _simplejwt_settings()
+    if api_settings is None:
+        return []
+    if str(api_settings.ALGORITHM).upper().startswith("HS") and \
+            api_settings.SIGNING_KEY == settings.SECRET_KEY:
+        return [Info(f"JWTs are signed with SECRET_KEY ({api_settings.ALGORITHM}): every "
+                     "service that verifies them can also forge them, and can sign sessions "
+                     "and password-reset links of this project.",
+                     hint="Give SIMPLE_JWT its own SIGNING_KEY, or use RS256/ES256 with a "
+                          "VERIFYING_KEY when other services verify tokens.",
+                     id="wsops.I030")]
+    return []
+
+
+def check_query_bearer_tokens() -> list[CheckMessage]:
+    from ..auth import OAuth2Authenticator, SimpleJWTAuthenticator
+
+    if "query_token" in get_settings().TOKEN_TRANSPORTS and \
+            _uses(SimpleJWTAuthenticator, OAuth2Authenticator):
+        return [Warning("WSOPS['TOKEN_TRANSPORTS'] has 'query_token' and JWT or OAuth2 "
+                        "access tokens are accepted: ?token= puts the API's bearer tokens "
+                        "in access logs, proxies and browser history.",
+                        hint="Send them in the subprotocol or the Authorization header, or "
+                             "trade them for a single-use ticket.",
+                        id="wsops.W031")]
     return []
 
 
@@ -393,7 +474,8 @@ def check_proxy_settings() -> list[CheckMessage]:
 SETTINGS_RULES: list[Rule] = [
     check_origin_wildcard, check_rates, check_message_size, check_query_tokens,
     check_token_ttl, check_fail_mode, check_channel_layer_bounds,
-    check_channel_layer_socket_timeout,
+    check_channel_layer_socket_timeout, check_authenticators, check_jwt_lifetime,
+    check_jwt_signing_key, check_query_bearer_tokens,
 ]
 # Imports the project's ASGI application: run by `wssecure check` and `check --deploy`,
 # not by every management command.

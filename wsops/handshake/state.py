@@ -29,12 +29,18 @@ NOT_FETCHED = object()  # the token cache entry was not read ahead
 
 @dataclass(eq=False, slots=True)
 class TokenInfo:
-    """The token a socket authenticated with: never its secret."""
+    """The token a socket authenticated with, whatever its kind: never its secret.
 
-    id: Any
-    prefix: str
+    Every authenticator (``wsops.auth``) fills the same fields, so what follows
+    authentication (bans, caps, ``HasScope``, expiry on live sockets, events, remote
+    close) treats a JWT, a DRF or an OAuth2 token as it treats a wsops token.
+    """
+
+    id: Any  # the revocation handle: a wsops or OAuth2 token's pk, a JWT's jti, ...
+    prefix: str  # the safe identifier (bans, ``wsratelimit block token:``, events)
     scopes: list[str]
     expires_at: float | None  # epoch seconds; None: never
+    kind: str = "wsops"  # the authenticator's ``kind``: wsops | jwt | drf | oauth2 | ...
 
 
 @dataclass(eq=False, slots=True)
@@ -63,6 +69,7 @@ class Handshake:
     connection_id: str | None = None
     # ---- the steps' bookkeeping ----
     cached_token: Any = field(default=NOT_FETCHED, repr=False)  # read ahead with the IP checks
+    verified: Any = field(default=None, repr=False)  # an authenticator's in-process read-ahead
     admission: Admission | None = field(default=None, repr=False)
     steps_run: int = field(default=0, repr=False)  # one bit per step class that has run
 
@@ -85,14 +92,14 @@ class Handshake:
 
     def forget_credential(self) -> None:
         """Drop the secret: nothing downstream (consumers, loggers) may see it."""
-        self.credential = None
+        self.credential = self.verified = None
 
     def signed_in(self, user: Any, method: str, token: TokenInfo | None = None) -> None:
         """Record who authenticated, and how."""
         self.user_id = user.pk
         self.auth_method = method
         self.token = token
-        self.credential = None
+        self.credential = self.verified = None
 
 
 def handshake_of(scope: Scope) -> Handshake | None:

@@ -8,13 +8,17 @@ Transports, in the order they are tried (each can be switched off in
    anywhere among the application's own subprotocols; the server answers the
    application's choice, or ``wsops`` (a browser drops a socket whose answer is
    not one it offered).
-2. ``header``: ``Authorization: Bearer <secret>`` (non-browser clients).
+2. ``header``: ``Authorization: Bearer <secret>`` or ``Authorization: Token
+   <secret>`` (DRF's keyword), for non-browser clients.
 3. ``query``: ``?ticket=<ticket>``; long-lived tokens only with ``query_token``
    (a URL ends up in access logs and browser history).
 4. ``cookie``: Django's session (handled by the middleware, not here).
 
-A present but malformed credential is still a credential: it is rejected, never
-downgraded to an anonymous connection. After parsing, the secret is removed
+A value that is not a wsops token or ticket is ``FOREIGN``: the configured
+authenticators (``WSOPS["AUTHENTICATORS"]``, ``wsops.auth``) decide whether it is a
+JWT, a DRF or an OAuth2 token; when none claims it, it is refused. A present but
+malformed credential is still a credential: it is rejected, never downgraded to an
+anonymous connection. After parsing, the secret is removed
 from the scope so nothing downstream (consumers, loggers) can leak it.
 """
 
@@ -33,18 +37,23 @@ TICKET_PREFIX = "wstkt_"
 _SECRET_BODY = r"[A-Za-z0-9_-]{43}"
 TOKEN_RE = re.compile(re.escape(TOKEN_PREFIX) + _SECRET_BODY)
 TICKET_RE = re.compile(re.escape(TICKET_PREFIX) + _SECRET_BODY)
-MAX_SECRET_LENGTH = 256
+# A wsops secret is 47-49 characters; a JWT with a few claims is several hundred. Past
+# this a value is refused unread (no authenticator ever parses a huge header).
+MAX_SECRET_LENGTH = 4096
+HEADER_SCHEMES = ("bearer", "token")  # Authorization schemes that carry a credential
 
 TOKEN, TICKET, MALFORMED = "token", "ticket", "malformed"
+FOREIGN = "foreign"  # not a wsops secret: for the configured authenticators to judge
 DISABLED = "disabled"  # a wsops credential in a transport TOKEN_TRANSPORTS switches off
 
 
 @dataclass(frozen=True)
 class Credential:
     transport: str  # subprotocol | header | query | message
-    kind: str  # token | ticket | malformed | disabled
+    kind: str  # token | ticket | foreign | malformed | disabled
     secret: str = field(default="", repr=False)
     switch: str = ""  # the TOKEN_TRANSPORTS entry this needs, when not the transport's name
+    scheme: str = ""  # the Authorization scheme (bearer | token); "" for other transports
 
     @property
     def prefix(self) -> str | None:
@@ -64,7 +73,9 @@ def classify(secret: str) -> str:
         return TOKEN
     if TICKET_RE.fullmatch(secret):
         return TICKET
-    return MALFORMED
+    if looks_like_ours(secret) or not 0 < len(secret) <= MAX_SECRET_LENGTH:
+        return MALFORMED
+    return FOREIGN
 
 
 # A whole wsops secret standing anywhere inside a value (``?a=1;token=wst_…``,
@@ -135,14 +146,17 @@ def _from_authorization(value: bytes | None) -> Credential | None:
     except UnicodeDecodeError:
         return Credential("header", MALFORMED)
     scheme, _, secret = text.partition(" ") if " " in text else text.partition("\t")
-    if scheme.lower() != "bearer":
-        if holds_our_secret(text):  # "Token wst_…", a bare secret, merged headers
+    scheme = scheme.lower()
+    # A wsops secret goes with Bearer: "Token wst_…", a bare secret or merged headers
+    # are refused; Token (DRF's keyword) carries other credentials.
+    if scheme not in HEADER_SCHEMES or (scheme == "token" and holds_our_secret(text)):
+        if holds_our_secret(text):
             return Credential("header", MALFORMED, text)
         return None  # another scheme (Basic, ...) is not ours to judge
     secret = secret.strip()
     if not secret or len(secret) > MAX_SECRET_LENGTH:
-        return Credential("header", MALFORMED)
-    return Credential("header", classify(secret), secret)
+        return Credential("header", MALFORMED, scheme=scheme)
+    return Credential("header", classify(secret), secret, scheme=scheme)
 
 
 _QUERY_MARKERS = (b"ticket", b"token", b"wst", b"%")
@@ -163,8 +177,8 @@ def _from_query(query_string: bytes) -> Credential | None:
     for name, switch in (("ticket", "query"), ("token", "query_token")):
         secret = params.get(name)
         if secret is not None:
-            kind = classify(secret) if len(secret) <= MAX_SECRET_LENGTH else MALFORMED
-            if switch == "query" and kind == TOKEN:
+            kind = classify(secret)
+            if switch == "query" and kind != TICKET:
                 kind = MALFORMED  # a long-lived token passed as a ticket
             return Credential("query", kind, secret, switch)
     for name, value in pairs:

@@ -15,7 +15,8 @@ from wsops.limits.operators import Identity
 from wsops.management.base import WsopsCommand
 from wsops.units import duration_help, format_duration
 
-IDENT_HELP = "ip:1.2.3.4, user:42 (or user:USERNAME) or token:wst_ab12cd34"
+IDENT_HELP = ("ip:1.2.3.4, user:42 (or user:USERNAME) or token:wst_ab12cd34 (or another "
+              "credential's identifier from the security events: token:jwt_<jti>, ...)")
 
 
 class Command(WsopsCommand):

@@ -1,15 +1,19 @@
 """Authentication: one path for every transport, the first frame included.
 
 ``authenticate()`` turns what the handshake presented into ``scope["user"]``
-and the ``Handshake``'s identity fields:
+and the ``Handshake``'s identity fields. A presented credential (subprotocol,
+``Authorization: Bearer``/``Token``, ``?ticket=``, ``?token=`` with
+``query_token``, the first frame) is offered to the authenticators of
+``WSOPS["AUTHENTICATORS"]`` in order (``wsops.auth.base``); by default:
 
-- a wsops access token (subprotocol, ``Authorization: Bearer``, ``?token=`` with
-  ``query_token``), verified against the shared cache or the database;
-- a single-use ticket (subprotocol or ``?ticket=``), redeemed atomically;
-- else Django's session cookie (``"cookie"`` in ``TOKEN_TRANSPORTS``): the
-  session is loaded and the user resolved as Channels' ``AuthMiddleware`` does,
-  with ``scope["cookies"]`` and ``scope["session"]`` set, so Channels'
-  ``login()``/``logout()``/``get_user()`` work on such sockets;
+- a wsops access token, verified against the shared cache or the database
+  (``TokenAuthenticator``);
+- a single-use ticket, redeemed atomically (``TicketAuthenticator``);
+- else, with ``SessionAuthenticator``, Django's session cookie (``"cookie"`` in
+  ``TOKEN_TRANSPORTS``): the session is loaded and the user resolved as
+  Channels' ``AuthMiddleware`` does, with ``scope["cookies"]`` and
+  ``scope["session"]`` set, so Channels' ``login()``/``logout()``/``get_user()``
+  work on such sockets;
 - else the socket is anonymous (``AnonymousUser``).
 
 A presented credential that does not verify is refused (4401), never downgraded
@@ -20,6 +24,7 @@ passes (``wsops.handshake.admission``).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import import_module
 from typing import Any
 
@@ -28,16 +33,65 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 from django.utils.functional import LazyObject
+from django.utils.module_loading import import_string
 
-from . import codes, signals, store, tickets, tokens
-from .conf import get_settings
-from .connections import live_connections, new_member
-from .handshake.admission import admit, identity_checks
-from .handshake.refusal import Refused, unavailable
-from .handshake.state import Handshake, TokenInfo
-from .handshake.transports import DISABLED, MALFORMED, TICKET, Credential, classify
-from .messages.parsing import decode
-from .scope import Scope, header
+from .. import codes, signals, store, tokens
+from ..conf import get_settings, on_reload
+from ..connections import live_connections, new_member
+from ..handshake.admission import admit, identity_checks
+from ..handshake.refusal import Refused, unavailable
+from ..handshake.state import Handshake, TokenInfo
+from ..handshake.transports import DISABLED, MALFORMED, TICKET, Credential, classify
+from ..messages.parsing import decode
+from ..scope import Scope, header
+from .base import Authenticated, AuthenticationFailed, BaseAuthenticator, ReadAhead
+from .builtin import SessionAuthenticator, TicketAuthenticator, TokenAuthenticator
+from .drf import DRFTokenAuthenticator
+from .jwt import SimpleJWTAuthenticator
+from .oauth2 import OAuth2Authenticator
+
+__all__ = ["AuthenticationFailed", "BaseAuthenticator", "DRFTokenAuthenticator",
+           "OAuth2Authenticator", "ReadAhead", "SessionAuthenticator",
+           "SimpleJWTAuthenticator", "TicketAuthenticator", "TokenAuthenticator",
+           "authenticate", "authenticators", "login_by_message", "verify"]
+
+
+@lru_cache(maxsize=1)
+def authenticators() -> tuple[BaseAuthenticator, ...]:
+    """This process' authenticator chain, built once from ``WSOPS["AUTHENTICATORS"]``."""
+    return tuple(import_string(path)() for path in get_settings().AUTHENTICATORS)
+
+
+on_reload(authenticators.cache_clear)
+
+
+def connect_signals() -> None:
+    """Let each configured authenticator connect its model signals (``AppConfig.ready``)."""
+    for authenticator in authenticators():
+        authenticator.connect_signals()
+
+
+def read_ahead(credential: Credential, handshake: Handshake) -> ReadAhead | None:
+    """What the first handshake step can fold into its Redis trip for this credential."""
+    if credential.kind in (MALFORMED, DISABLED, TICKET):
+        return None
+    for authenticator in authenticators():
+        ahead = authenticator.read_ahead(credential, handshake)
+        if ahead is not None:
+            if ahead.identifier is not None:  # events before authentication name it too
+                handshake.presented_prefix = ahead.identifier
+            return ahead
+    return None
+
+
+async def revoked_tokens(live: list[TokenInfo]) -> set[str]:
+    """Identifiers of live non-wsops tokens that no longer authenticate (the re-check)."""
+    found: set[str] = set()
+    for authenticator in authenticators():
+        mine = [token for token in live if token.kind == authenticator.kind]
+        if mine:
+            found |= await authenticator.revoked(mine)
+    return found
 
 
 async def authenticate(handshake: Handshake, scope: Scope) -> None:
@@ -52,7 +106,8 @@ async def authenticate(handshake: Handshake, scope: Scope) -> None:
         scope["user"] = user
         scope["session"] = EmptySession()
         handshake.signed_in(user, credential.transport, token)
-    elif handshake.has_cookie and "cookie" in get_settings().TOKEN_TRANSPORTS:
+    elif (handshake.has_cookie and "cookie" in get_settings().TOKEN_TRANSPORTS
+          and any(a.uses_session for a in authenticators())):
         await authenticate_session(handshake, scope)
     else:
         scope["user"] = AnonymousUser()
@@ -63,30 +118,35 @@ async def verify(credential: Credential, handshake: Handshake) -> tuple[Any, Tok
     """Resolve a credential to ``(user, token info or None)``, or raise ``Refused`` (4401)."""
     try:
         return await _verify(credential, handshake)
-    except tokens.TokenInvalid as error:
+    except (tokens.TokenInvalid, AuthenticationFailed) as error:
+        identifier = getattr(error, "identifier", None)
+        if identifier is not None:
+            handshake.presented_prefix = identifier  # the event names it, never the secret
         raise Refused(codes.UNAUTHENTICATED, signals.AUTH, error.reason,
                       transport=credential.transport) from None
     except store.StoreUnavailable:
         raise unavailable() from None
 
 
-async def _verify(credential: Credential, handshake: Handshake) -> tuple[Any, TokenInfo | None]:
+async def _verify(credential: Credential, handshake: Handshake) -> Authenticated:
     if credential.kind in (MALFORMED, DISABLED):
-        raise tokens.TokenInvalid(credential.refusal)
-    if credential.kind == TICKET:
-        record = await tickets.consume(credential.secret)
-        if record is None:
-            raise tokens.TokenInvalid("unknown_or_used_ticket")
-        bound_origin = record.get("origin")
-        if bound_origin and bound_origin != handshake.origin:
-            raise tokens.TokenInvalid("ticket_origin_mismatch")
-        user = await tokens.load_user(record.get("user_id"))
-        if user is None:
-            raise tokens.TokenInvalid("inactive_user")
-        return user, None
-    cached, handshake.cached_token = handshake.cached_token, tokens.NOT_FETCHED
-    token = await tokens.verify(credential.secret, cached=cached)
-    return token.user, token.info()
+        raise AuthenticationFailed(credential.refusal)
+    for authenticator in authenticators():
+        found = await authenticator.authenticate(credential, handshake)
+        if found is not None:
+            _check(*found)
+            return found
+    raise AuthenticationFailed(credential.refusal)  # no authenticator claims it
+
+
+def _check(user: Any, token: TokenInfo | None) -> None:
+    """What every kind must pass, whoever vouched for it."""
+    identifier = token.prefix if token is not None else None
+    expires_at = token.expires_at if token is not None else None
+    if expires_at is not None and expires_at <= tokens.now().timestamp():
+        raise AuthenticationFailed("expired", identifier)
+    if not getattr(user, "is_active", False) or not getattr(user, "is_authenticated", False):
+        raise AuthenticationFailed("inactive_user", identifier)
 
 
 def session_store() -> Any:
