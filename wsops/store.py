@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 import weakref
 from typing import Any
 from urllib.parse import unquote_plus
@@ -35,6 +36,8 @@ logger = logging.getLogger("wsops")
 class StoreUnavailable(Exception):
     """Redis did not answer in time (or at all)."""
 
+    answered: list[Any] | None = None  # set by gather(): what each concurrent call returned
+
 
 def redis_url() -> str | None:
     """The URL of the shared Redis, or None when wsops runs on in-process state."""
@@ -46,6 +49,8 @@ def redis_url() -> str | None:
         if isinstance(location, (list, tuple)):
             location = location[0]
         return location or None
+    if conf.REDIS_SENTINELS:  # the primary's address comes from Sentinel
+        return "redis://"
     return None
 
 
@@ -109,6 +114,15 @@ def key(*parts: object) -> str:
 
 
 # --- clients -------------------------------------------------------------------------
+#
+# Three topologies, one client interface (redis-py's): a standalone Redis named by the
+# URL; a Redis Cluster (REDIS_CLUSTER: the URL names any node, the others and the slot
+# map are discovered, MOVED/ASK followed); a Sentinel-monitored primary (REDIS_SENTINELS
+# + REDIS_SENTINEL_SERVICE: every new connection asks the Sentinels for the current
+# primary, so a promoted replica is followed without a restart; the URL, when given,
+# carries only the password and db).
+
+STANDALONE, CLUSTER, SENTINEL = "standalone", "cluster", "sentinel"
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
     weakref.WeakKeyDictionary()
@@ -116,40 +130,99 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
 _sync_client: Any = None
 
 
-def _client_options() -> dict[str, Any]:
-    timeout = get_settings().REDIS_TIMEOUT
+def topology() -> str:
+    conf = get_settings()
+    if conf.REDIS_CLUSTER:
+        return CLUSTER
+    return SENTINEL if conf.REDIS_SENTINELS else STANDALONE
+
+
+def is_cluster() -> bool:
+    """Whether keys of different hash tags may live on different nodes."""
+    return get_settings().REDIS_CLUSTER
+
+
+def describe() -> str:
+    """Where the shared state lives, for log lines and messages (passwords masked)."""
+    conf = get_settings()
+    if conf.REDIS_SENTINELS:
+        return (f"Sentinel service {conf.REDIS_SENTINEL_SERVICE!r} "
+                f"({', '.join(conf.REDIS_SENTINELS)})")
+    if conf.REDIS_CLUSTER:
+        return f"Redis Cluster via {masked(redis_url())}"
+    return masked(redis_url())
+
+
+def sentinel_addresses() -> list[tuple[str, int]]:
+    return [(host.strip("[]"), int(port)) for host, _, port in
+            (address.rpartition(":") for address in get_settings().REDIS_SENTINELS)]
+
+
+def _client_options(timeout: float) -> dict[str, Any]:
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": True}
 
 
-def async_client() -> Any:
-    """A ``redis.asyncio.Redis`` for the running event loop (clients are loop-bound)."""
-    import redis.asyncio
+def _credentials() -> dict[str, Any]:
+    """Password, user name and db of the Sentinel-monitored primary, from REDIS_URL."""
+    from redis.connection import parse_url
 
+    url = get_settings().REDIS_URL
+    if not url:
+        return {}
+    parsed = parse_url(url)
+    return {name: parsed[name] for name in ("username", "password", "db") if name in parsed}
+
+
+def _new_client(blocking: bool, timeout: float) -> Any:
+    """A client of the configured topology (``redis.asyncio`` unless ``blocking``)."""
+    if blocking:
+        import redis as module
+        from redis.cluster import RedisCluster
+        from redis.sentinel import Sentinel
+    else:
+        import redis.asyncio as module
+        from redis.asyncio.cluster import RedisCluster
+        from redis.asyncio.sentinel import Sentinel
+    options = _client_options(timeout)
+    kind = topology()
+    if kind == SENTINEL:
+        sentinel = Sentinel(sentinel_addresses(), sentinel_kwargs=_client_options(timeout))
+        return sentinel.master_for(get_settings().REDIS_SENTINEL_SERVICE,
+                                   **options, **_credentials())
+    if kind == CLUSTER:
+        # A handful of retries, not ten: during a failover the slot map is re-read
+        # between them, and a handshake must get its FAIL_MODE answer promptly.
+        return RedisCluster.from_url(redis_url(), require_full_coverage=False,
+                                     cluster_error_retry_attempts=2, **options)
+    return module.from_url(redis_url(), **options)
+
+
+def async_client() -> Any:
+    """A ``redis.asyncio`` client for the running event loop (clients are loop-bound)."""
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = redis.asyncio.from_url(redis_url(), **_client_options())
+        client = _new_client(False, get_settings().REDIS_TIMEOUT)
         _async_clients[loop] = client
     return client
 
 
 def sync_client(timeout: float | None = None) -> Any:
-    """A blocking ``redis.Redis`` for views and management commands."""
+    """A blocking client for views and management commands (one per ``timeout``)."""
     global _sync_client
-    import redis
-
     if timeout is not None:
-        return redis.from_url(
-            redis_url(), socket_timeout=timeout, socket_connect_timeout=timeout,
-            decode_responses=True,
-        )
+        return _new_client(True, timeout)
     if _sync_client is None:
-        options = _client_options()
         # Commands and views are not on the hot path: give them a humane timeout.
-        options.update(socket_timeout=max(1.0, options["socket_timeout"]),
-                       socket_connect_timeout=max(1.0, options["socket_connect_timeout"]))
-        _sync_client = redis.from_url(redis_url(), **options)
+        _sync_client = _new_client(True, max(1.0, get_settings().REDIS_TIMEOUT))
     return _sync_client
+
+
+def primaries(client: Any) -> list[Any]:
+    """One client per master: the cluster's primaries, or the client itself."""
+    if not hasattr(client, "get_primaries"):
+        return [client]
+    return [client.get_redis_connection(node) for node in client.get_primaries()]
 
 
 @on_reload
@@ -163,7 +236,10 @@ def _drop_clients() -> None:
 
 
 class Script:
-    """A Lua script run with EVALSHA (one round trip), loaded again on NOSCRIPT."""
+    """A Lua script run with EVALSHA (one round trip); on NOSCRIPT (a node that never saw
+    it: a promoted replica, a restarted or new cluster node) it runs once with EVAL, which
+    also caches it there. EVAL routes by the keys like EVALSHA, so on a cluster it reaches
+    the node that answered NOSCRIPT."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -175,32 +251,42 @@ class Script:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 # --- outage tracking -----------------------------------------------------------------
 
 
 class OutageTracker:
-    """Turns Redis errors into StoreUnavailable and logs each outage once."""
+    """Turns Redis errors into StoreUnavailable and logs each outage once.
+
+    On a cluster one master may be down while the others answer, so calls keep
+    succeeding and failing in turn during its failover: there the recovery line waits
+    for a success with no failure in the ``QUIET`` seconds before it, so the outage
+    still costs two log lines.
+    """
+
+    QUIET = 1.0
 
     def __init__(self) -> None:
         self.down = False
+        self.last_failure = float("-inf")
 
     def failed(self, error: BaseException) -> StoreUnavailable:
+        self.last_failure = time.monotonic()
         if not self.down:
             self.down = True
             logger.warning(
                 "wsops: Redis at %s is unreachable (%s); FAIL_MODE=%r applies until it returns.",
-                masked(redis_url()), error.__class__.__name__, get_settings().FAIL_MODE,
+                describe(), error.__class__.__name__, get_settings().FAIL_MODE,
             )
         return StoreUnavailable(str(error) or error.__class__.__name__)
 
     def succeeded(self) -> None:
-        if self.down:
+        if self.down and not (is_cluster()
+                              and time.monotonic() - self.last_failure < self.QUIET):
             self.down = False
-            logger.warning("wsops: Redis at %s is reachable again.", masked(redis_url()))
+            logger.warning("wsops: Redis at %s is reachable again.", describe())
 
 
 outage = OutageTracker()
@@ -221,3 +307,22 @@ async def call(coro: Any) -> Any:
         raise outage.failed(error)
     outage.succeeded()
     return result
+
+
+async def gather(*coros: Any) -> list[Any]:
+    """Await Redis coroutines concurrently (calls to different cluster nodes: one round
+    trip of latency). All of them finish; if any failed, ``StoreUnavailable`` is raised
+    with ``answered`` holding every result (an exception where a call failed), so the
+    caller can undo what the others did."""
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    errors = store_errors()
+    failures = [result for result in results if isinstance(result, BaseException)]
+    for failure in failures:
+        if not isinstance(failure, errors):
+            raise failure
+    if failures:
+        error = outage.failed(failures[0])
+        error.answered = results
+        raise error
+    outage.succeeded()
+    return results
