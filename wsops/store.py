@@ -260,32 +260,39 @@ class Script:
 class OutageTracker:
     """Turns Redis errors into StoreUnavailable and logs each outage once.
 
-    On a cluster one master may be down while the others answer, so calls keep
-    succeeding and failing in turn during its failover: there the recovery line waits
-    for a success with no failure in the ``QUIET`` seconds before it, so the outage
-    still costs two log lines.
+    On a cluster one master may be down while the others answer, so during its
+    failover calls to other slots keep succeeding. There an outage is tracked per
+    slot (``where``): it ends when every slot that failed has answered again (or
+    has not been asked for ``FORGET`` seconds), so it still costs two log lines.
+    Calls that name no slot, and every call off a cluster, share one entry.
     """
 
-    QUIET = 1.0
+    FORGET = 10.0
 
     def __init__(self) -> None:
-        self.down = False
-        self.last_failure = float("-inf")
+        self.failing: dict[Any, float] = {}  # where -> when it last failed (monotonic)
 
-    def failed(self, error: BaseException) -> StoreUnavailable:
-        self.last_failure = time.monotonic()
-        if not self.down:
-            self.down = True
+    @property
+    def down(self) -> bool:
+        return bool(self.failing)
+
+    def failed(self, error: BaseException, where: Any = None) -> StoreUnavailable:
+        if not self.failing:
             logger.warning(
                 "wsops: Redis at %s is unreachable (%s); FAIL_MODE=%r applies until it returns.",
                 describe(), error.__class__.__name__, get_settings().FAIL_MODE,
             )
+        self.failing[where if is_cluster() else None] = time.monotonic()
         return StoreUnavailable(str(error) or error.__class__.__name__)
 
-    def succeeded(self) -> None:
-        if self.down and not (is_cluster()
-                              and time.monotonic() - self.last_failure < self.QUIET):
-            self.down = False
+    def succeeded(self, where: Any = None) -> None:
+        if not self.failing:
+            return
+        self.failing.pop(where if is_cluster() else None, None)
+        forgotten = time.monotonic() - self.FORGET
+        for stale in [w for w, at in self.failing.items() if at < forgotten]:
+            del self.failing[stale]
+        if not self.failing:
             logger.warning("wsops: Redis at %s is reachable again.", describe())
 
 
@@ -299,30 +306,35 @@ def store_errors() -> tuple[type[BaseException], ...]:
     return (RedisError, OSError, asyncio.TimeoutError)
 
 
-async def call(coro: Any) -> Any:
-    """Await a Redis coroutine, mapping failures to StoreUnavailable."""
+async def call(coro: Any, where: Any = None) -> Any:
+    """Await a Redis coroutine, mapping failures to StoreUnavailable (``where``: the
+    cluster slot it touches, when known, for the outage tracking)."""
     try:
         result = await coro
     except store_errors() as error:
-        raise outage.failed(error)
-    outage.succeeded()
+        raise outage.failed(error, where)
+    outage.succeeded(where)
     return result
 
 
-async def gather(*coros: Any) -> list[Any]:
-    """Await Redis coroutines concurrently (calls to different cluster nodes: one round
-    trip of latency). All of them finish; if any failed, ``StoreUnavailable`` is raised
-    with ``answered`` holding every result (an exception where a call failed), so the
-    caller can undo what the others did."""
-    results = await asyncio.gather(*coros, return_exceptions=True)
+async def gather(calls: list[tuple[Any, Any]]) -> list[Any]:
+    """Await ``(slot, coroutine)`` calls concurrently (to different cluster nodes: one
+    round trip of latency). All of them finish; if any failed, ``StoreUnavailable`` is
+    raised with ``answered`` holding every result (an exception where a call failed),
+    so the caller can undo what the others did."""
+    results = await asyncio.gather(*(coro for _, coro in calls), return_exceptions=True)
     errors = store_errors()
-    failures = [result for result in results if isinstance(result, BaseException)]
-    for failure in failures:
-        if not isinstance(failure, errors):
-            raise failure
-    if failures:
-        error = outage.failed(failures[0])
-        error.answered = results
-        raise error
-    outage.succeeded()
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, errors):
+            raise result
+    unavailable = None
+    for (slot, _), result in zip(calls, results, strict=True):
+        if isinstance(result, BaseException):
+            failure = outage.failed(result, slot)
+            unavailable = unavailable or failure
+        else:
+            outage.succeeded(slot)
+    if unavailable is not None:
+        unavailable.answered = results
+        raise unavailable
     return results

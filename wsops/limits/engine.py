@@ -146,20 +146,22 @@ class _Part:
     caps: list[Cap] = field(default_factory=list)
     network: str | None = None
     fetch: str | None = None
+    slot: int | None = None
 
 
-def by_slot(items: Any, key_of: Any = lambda item: item) -> list[list[Any]]:
-    """``items`` grouped by the cluster slot of their key, in order of first appearance;
-    one group on a standalone or Sentinel-monitored Redis (one node holds every key)."""
+def by_slot(items: Any, key_of: Any = lambda item: item) -> list[tuple[int | None, list[Any]]]:
+    """``(slot, items)``: ``items`` grouped by the cluster slot of their key, in order of
+    first appearance; one group (slot None) on a standalone or Sentinel-monitored Redis,
+    where one node holds every key."""
     items = list(items)
     if not store.is_cluster():
-        return [items] if items else []
+        return [(None, items)] if items else []
     from redis.crc import key_slot
 
     groups: dict[int, list[Any]] = {}
     for item in items:
         groups.setdefault(key_slot(key_of(item).encode()), []).append(item)
-    return list(groups.values())
+    return list(groups.items())
 
 
 def _parts(bans: tuple[str, ...], limits: tuple[Limit, ...], caps: tuple[Cap, ...],
@@ -173,8 +175,8 @@ def _parts(bans: tuple[str, ...], limits: tuple[Limit, ...], caps: tuple[Cap, ..
         *((("fetch", fetch, fetch),) if fetch else ()),
     ]
     parts = []
-    for group in by_slot(entries, lambda entry: entry[1]):
-        part = _Part()
+    for slot, group in by_slot(entries, lambda entry: entry[1]):
+        part = _Part(slot=slot)
         for kind, _, value in group:
             if kind in ("network", "fetch"):
                 setattr(part, kind, value)
@@ -202,9 +204,10 @@ class RedisLimiter:
                     fetch: str | None = None, network: str | None = None) -> Decision:
         parts = _parts(bans, limits, caps, fetch, network)
         if len(parts) == 1:  # one node: the single round trip, nothing to undo
-            return await store.call(self._decide(parts[0], member, ttl))
+            return await store.call(self._decide(parts[0], member, ttl), parts[0].slot)
         try:
-            decisions = await store.gather(*(self._decide(p, member, ttl) for p in parts))
+            decisions = await store.gather([(p.slot, self._decide(p, member, ttl))
+                                            for p in parts])
         except store.StoreUnavailable as error:
             await self._refund(parts, error.answered or [None] * len(parts), member)
             raise
@@ -246,27 +249,28 @@ class RedisLimiter:
     async def _refund(self, parts: list[_Part], answers: list[Any], member: str) -> None:
         """Undo the parts that were admitted (best effort: a cap slot left behind by a
         node that stopped answering expires within CONNECTION_TTL)."""
-        calls = [_undo(part.limits, part.caps, member)
+        calls = [(part.slot, _undo(part.limits, part.caps, member))
                  for part, answer in zip(parts, answers, strict=True)
                  if isinstance(answer, Decision) and answer.allowed
                  and (part.limits or part.caps)]
         if calls:
             try:
-                await store.gather(*calls)
+                await store.gather(calls)
             except store.StoreUnavailable:
                 pass
 
     async def refresh(self, slots: list[tuple[str, str]], ttl: float) -> None:
-        calls = [REFRESH.run(store.async_client(), [cap for cap, _ in group],
-                             [int(ttl * 1000), *(member for _, member in group)])
-                 for group in by_slot(slots, lambda slot: slot[0])]
+        calls = [(slot, REFRESH.run(store.async_client(), [cap for cap, _ in group],
+                                    [int(ttl * 1000), *(member for _, member in group)]))
+                 for slot, group in by_slot(slots, lambda entry: entry[0])]
         if calls:
-            await store.gather(*calls)
+            await store.gather(calls)
 
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
-        calls = [_undo([], group, member) for group in by_slot(caps, lambda cap: cap.key)]
+        calls = [(slot, _undo([], group, member))
+                 for slot, group in by_slot(caps, lambda cap: cap.key)]
         if calls:
-            await store.gather(*calls)
+            await store.gather(calls)
 
 
 def _undo(limits: list[Limit], caps: list[Cap], member: str) -> Any:
