@@ -178,3 +178,15 @@ class SentinelTopology:
 
     def stop(self) -> None:
         self.nodes.stop()
+
+
+def flush(topology: ClusterTopology | SentinelTopology) -> None:
+    """Forget every key (between tests sharing one topology)."""
+    if isinstance(topology, ClusterTopology):
+        for port in topology.masters():
+            client(port).flushall()
+    else:
+        client(topology.current_primary()).flushall()
+
+
+TOPOLOGIES = {"cluster": ClusterTopology, "sentinel": SentinelTopology}

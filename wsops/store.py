@@ -175,13 +175,17 @@ def _credentials() -> dict[str, Any]:
 
 def _new_client(blocking: bool, timeout: float) -> Any:
     """A client of the configured topology (``redis.asyncio`` unless ``blocking``)."""
+    from redis.backoff import ExponentialBackoff
+
     if blocking:
         import redis as module
         from redis.cluster import RedisCluster
+        from redis.retry import Retry
         from redis.sentinel import Sentinel
     else:
         import redis.asyncio as module
         from redis.asyncio.cluster import RedisCluster
+        from redis.asyncio.retry import Retry
         from redis.asyncio.sentinel import Sentinel
     options = _client_options(timeout)
     kind = topology()
@@ -190,10 +194,11 @@ def _new_client(blocking: bool, timeout: float) -> Any:
         return sentinel.master_for(get_settings().REDIS_SENTINEL_SERVICE,
                                    **options, **_credentials())
     if kind == CLUSTER:
-        # A handful of retries, not ten: during a failover the slot map is re-read
-        # between them, and a handshake must get its FAIL_MODE answer promptly.
-        return RedisCluster.from_url(redis_url(), require_full_coverage=False,
-                                     cluster_error_retry_attempts=2, **options)
+        # Two retries, not ten: during a failover the slot map is re-read between
+        # them, and a handshake must get its FAIL_MODE answer promptly.
+        retry = Retry(ExponentialBackoff(cap=timeout, base=timeout / 4), 2)
+        return RedisCluster.from_url(redis_url(), require_full_coverage=False, retry=retry,
+                                     **options)
     return module.from_url(redis_url(), **options)
 
 

@@ -1,0 +1,275 @@
+"""wsops on a real Redis Cluster (3 masters, 3 replicas) and a real Sentinel set
+(a primary, a replica, 3 Sentinels), with two daphne workers, and through failovers.
+
+The channel layer runs beside them as README shows: on a standalone Redis next to
+the cluster (channels-redis does not speak Cluster), and through the Sentinels
+(channels-redis' ``sentinels`` host form) next to the Sentinel-monitored primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from django.core.management import call_command
+
+from tests.helpers import configure_redis
+from tests.topologies import TOPOLOGIES, ClusterTopology, flush
+from wsops import tickets, tokens
+from wsops.limits.keys import tag
+from wsops.testing import LiveSocket, SocketClosed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module", params=sorted(TOPOLOGIES))
+def topology(request, tmp_path_factory):
+    started = TOPOLOGIES[request.param](tmp_path_factory.mktemp(request.param))
+    yield started
+    started.stop()
+
+
+def _point_at(settings, topology, side) -> dict:
+    """This process on ``topology`` (layer and cache as the workers get them); returns
+    the daphne_server arguments that start a worker the same way."""
+    configure_redis(settings, side)
+    settings.WSOPS = {**settings.WSOPS, **topology.wsops}
+    env = {}
+    if not isinstance(topology, ClusterTopology):
+        host = topology.layer_host()
+        settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [host]
+        env["WSOPS_TEST_LAYER_HOSTS"] = json.dumps([host])
+        channel_layers.backends.clear()
+    return {"redis": side, "env": env}
+
+
+@pytest.fixture
+def deployment(settings, topology, private_redis, daphne_server):
+    """``start(**wsops)``: a daphne worker on the topology (state flushed per test)."""
+    flush(topology)
+    arguments = _point_at(settings, topology, private_redis)
+
+    def start(**wsops):
+        return daphne_server(wsops={**topology.wsops, **wsops}, **arguments)
+
+    return start
+
+
+@pytest.fixture
+def secret_for(make_user):
+    @database_sync_to_async
+    def make(username="alice"):
+        return tokens.issue(make_user(username, perms=("chat.send_message",)),
+                            scopes=["chat:write"])[1]
+
+    return make
+
+
+def _command(*args) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+async def test_token_and_connect_rate_hold_across_two_workers(deployment, secret_for):
+    workers = [deployment(RATES={"connect": "5/m"}) for _ in range(2)]
+    secret = await secret_for()
+    outcomes = []
+    for attempt in range(8):
+        socket = await LiveSocket.open(workers[attempt % 2].url(), token=secret)
+        outcomes.append(socket.accepted)
+        await socket.close()
+    assert outcomes == [True] * 5 + [False] * 3
+    shown = json.loads(await database_sync_to_async(_command)("wsratelimit", "show", "--json"))
+    used = {(c["kind"], c["id"]): c["used"] for c in shown["counters"] if c["scope"] == "connect"}
+    assert used[("ip", "127.0.0.1")] == 5  # refused attempts are not charged
+    assert len([key for key in used if key[0] == "user"]) == 1
+    top = json.loads(await database_sync_to_async(_command)("wsratelimit", "top", "--json"))
+    assert top, "top lists the busiest counters"
+    for ident in ("ip:127.0.0.1", "user:alice"):
+        await database_sync_to_async(_command)("wsratelimit", "reset", ident)
+    again = await LiveSocket.open(workers[0].url(), token=secret)
+    assert again.accepted, "reset on every master frees the connect rate"
+    await again.close()
+
+
+async def test_user_message_rate_spans_sockets_on_two_workers(deployment, secret_for):
+    one, two = (deployment(RATES={"user_message": "6/m"}, THROTTLE_CLOSE_AFTER=50)
+                for _ in range(2))
+    secret = await secret_for()
+    sockets = [await LiveSocket.open(one.url(), token=secret),
+               await LiveSocket.open(two.url(), token=secret)]
+    replies = []
+    for index in range(10):
+        await sockets[index % 2].send_json({"action": "echo", "text": "x"})
+        replies.append((await sockets[index % 2].recv_json())["type"])
+    assert replies == ["echo"] * 6 + ["error"] * 4
+    for socket in sockets:
+        await socket.close()
+
+
+async def test_connection_cap_across_two_workers_frees_on_close(deployment, secret_for):
+    one, two = (deployment(MAX_CONNECTIONS_PER_USER=2) for _ in range(2))
+    secret = await secret_for()
+    held = await LiveSocket.open(one.url(), token=secret)
+    other = await LiveSocket.open(two.url(), token=secret)
+    assert held.accepted and other.accepted
+    assert (await LiveSocket.open(one.url(), token=secret)).status == 403
+    await other.close()
+    replacement = await _admitted(two.url(), secret)
+    assert replacement is not None, "a closed socket's slot must free"
+    assert (await LiveSocket.open(two.url(), token=secret)).status == 403
+    for socket in (held, replacement):
+        await socket.close()
+
+
+async def test_block_disconnect_and_unblock(deployment, secret_for):
+    one, two = deployment(), deployment()
+    secret = await secret_for("mallory")
+    live = [await LiveSocket.open(worker.url(), token=secret) for worker in (one, two)]
+    assert all(socket.accepted for socket in live)
+    await database_sync_to_async(_command)("wsratelimit", "block", "user:mallory", "--for",
+                                           "1h", "--reason", "spam", "--disconnect")
+    assert [await socket.receive_close() for socket in live] == [4403, 4403]
+    assert (await LiveSocket.open(two.url(), token=secret)).status == 403
+    await database_sync_to_async(_command)("wsratelimit", "block", "ip:10.9.0.0/16", "--for",
+                                           "1h")
+    shown = json.loads(await database_sync_to_async(_command)(
+        "wsratelimit", "show", "--scope", "bans", "--json"))
+    bans = {(ban["kind"], ban["id"]): ban["reason"] for ban in shown["bans"]}
+    assert bans[("ip", "10.9.0.0/16")] == ""
+    assert "spam" in bans.values()
+    await database_sync_to_async(_command)("wsratelimit", "unblock", "user:mallory")
+    again = await LiveSocket.open(one.url(), token=secret)
+    assert again.accepted
+    await again.close()
+
+
+async def test_one_ticket_raced_on_two_workers_admits_exactly_one(deployment, make_user):
+    first, second = deployment(), deployment()
+    user = await database_sync_to_async(make_user)("racer")
+    for _ in range(3):
+        ticket = await database_sync_to_async(tickets.issue)(user)
+        results = await asyncio.gather(LiveSocket.open(first.url(), ticket=ticket[0]),
+                                       LiveSocket.open(second.url(), ticket=ticket[0]))
+        assert sorted(s.accepted for s in results) == [False, True]
+        for socket in results:
+            await socket.close()
+
+
+async def test_revoke_disconnect_reaches_the_other_worker(deployment, make_user):
+    _, second = deployment(), deployment()
+    user = await database_sync_to_async(make_user)("svc")
+    token, secret = await database_sync_to_async(tokens.issue)(user)
+    socket = await LiveSocket.open(second.url(), token=secret)
+    assert socket.accepted
+    await database_sync_to_async(_command)("wstokens", "revoke", token.prefix, "--disconnect")
+    assert await socket.receive_close(timeout=10) == 4401
+    assert (await LiveSocket.open(second.url(), token=secret)).status == 403
+
+
+async def _admitted(url: str, secret: str, deadline: float = 30) -> LiveSocket | None:
+    """Poll (generous deadline) until a new socket is admitted."""
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        socket = await LiveSocket.open(url, token=secret)
+        if socket.accepted:
+            return socket
+        await asyncio.sleep(0.5)
+    return None
+
+
+# --- failover -----------------------------------------------------------------------
+
+
+async def _attempt(url: str, secret: str) -> str:
+    """One handshake and one echo: ``"admitted"``, ``"http <status>"`` or ``"close <code>"``."""
+    socket = await LiveSocket.open(url, token=secret, timeout=20)
+    if not socket.accepted:
+        return f"http {socket.status}"
+    try:
+        await socket.send_json({"action": "echo", "text": "new"})
+        reply = await socket.recv_json(timeout=20)
+    except SocketClosed as closed:
+        return f"close {closed.code}"
+    await socket.close()
+    return "admitted" if reply.get("text") == "new" else f"frame {reply}"
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("kind", sorted(TOPOLOGIES))
+async def test_failover_keeps_open_sockets_and_limits_hold_again(
+        kind, tmp_path, settings, private_redis, daphne_server, make_user):
+    topology = TOPOLOGIES[kind](tmp_path / "topology")
+    try:
+        await _failover(topology, settings, private_redis, daphne_server, make_user)
+    finally:
+        topology.stop()
+
+
+async def _failover(topology, settings, side, daphne_server, make_user) -> None:
+    arguments = _point_at(settings, topology, side)
+    wsops = {**topology.wsops, "REDIS_TIMEOUT": 0.5, "MAX_CONNECTIONS_PER_USER": 3,
+             "RATES": {"connect": "1000/m", "user_message": "600/m"},
+             "THROTTLE_CLOSE_AFTER": 50}
+    workers = [daphne_server(wsops=wsops, **arguments) for _ in range(2)]
+
+    @database_sync_to_async
+    def users(count: int) -> list[tuple[int, str]]:
+        return [(user.pk, tokens.issue(user)[1]) for user in
+                (make_user(f"u{index}", perms=("chat.send_message",)) for index in range(count))]
+
+    people = await users(12)
+    # The victim's keys live on the master that dies; "fresh" shares that master.
+    if isinstance(topology, ClusterTopology):
+        master = topology.master_of(tag("user", people[0][0]))
+        same = [p for p in people[1:] if topology.master_of(tag("user", p[0])) == master]
+        assert same, "12 users and not one more on that master: the keys do not spread"
+        fresh = same[0]
+    else:
+        master, fresh = topology.current_primary(), people[1]
+    victim = people[0]
+    bystanders = [p for p in people[2:] if p != fresh][:3]
+    open_sockets = [await LiveSocket.open(workers[i % 2].url(), token=secret)
+                    for i, (_, secret) in enumerate([victim, victim, *bystanders])]
+    assert all(socket.accepted for socket in open_sockets)
+
+    topology.kill_primary(master)
+    outcomes: list[str] = []
+    give_up = time.monotonic() + 120
+    while True:
+        for socket in open_sockets:  # well-behaved traffic, limited by a shared rate
+            await socket.send_json({"action": "echo", "text": "alive"})
+            assert (await socket.recv_json(timeout=20))["text"] == "alive"
+        outcome = await _attempt(workers[len(outcomes) % 2].url(), victim[1])
+        outcomes.append(outcome)
+        if outcome == "admitted" and len(outcomes) > 1:
+            break
+        assert time.monotonic() < give_up, f"no handshake admitted after the failover: {outcomes}"
+        await asyncio.sleep(1)
+    topology.wait_for_failover()
+    # Every refusal during the gap was FAIL_MODE="closed"'s: accept, then close 1013.
+    assert set(outcomes) <= {"admitted", "close 1013"}, outcomes
+    assert "close 1013" in outcomes, f"the dead master was never missed: {outcomes}"
+
+    # Limits hold again on the promoted primary: a cap of 3, and a ban.
+    fresh_sockets = [await _admitted(workers[i % 2].url(), fresh[1]) for i in range(3)]
+    assert all(fresh_sockets)
+    assert (await LiveSocket.open(workers[0].url(), token=fresh[1])).status == 403
+    await database_sync_to_async(_command)("wsratelimit", "block", f"user:{victim[0]}")
+    assert (await LiveSocket.open(workers[1].url(), token=victim[1])).status == 403
+    for socket in fresh_sockets:
+        await socket.close()
+    for socket in open_sockets:
+        assert socket.connection.close_code is None, "an open socket was closed"
+        await socket.close()
+    for worker in workers:
+        log = worker.output()
+        assert worker.process.poll() is None, "a worker crashed"
+        assert log.count("is unreachable") <= 1 and log.count("is reachable again") <= 1, log
+    assert sum(w.output().count("is unreachable") for w in workers) >= 1
