@@ -17,6 +17,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from django.core.management import call_command
+from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import configure_redis
 from tests.topologies import TOPOLOGIES, ClusterTopology, flush
@@ -34,13 +35,13 @@ def topology(request, tmp_path_factory):
     started.stop()
 
 
-def _point_at(settings, topology, side) -> dict:
+def _point_at(settings, topology, side, layer_through_sentinel: bool = True) -> dict:
     """This process on ``topology`` (layer and cache as the workers get them); returns
     the daphne_server arguments that start a worker the same way."""
     configure_redis(settings, side)
     settings.WSOPS = {**settings.WSOPS, **topology.wsops}
     env = {}
-    if not isinstance(topology, ClusterTopology):
+    if not isinstance(topology, ClusterTopology) and layer_through_sentinel:
         host = topology.layer_host()
         settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [host]
         env["WSOPS_TEST_LAYER_HOSTS"] = json.dumps([host])
@@ -195,8 +196,8 @@ async def _attempt(url: str, secret: str) -> str:
     try:
         await socket.send_json({"action": "echo", "text": "new"})
         reply = await socket.recv_json(timeout=20)
-    except SocketClosed as closed:
-        return f"close {closed.code}"
+    except (SocketClosed, ConnectionClosed):  # closed before or after the frame was sent
+        return f"close {socket.connection.close_code}"
     await socket.close()
     return "admitted" if reply.get("text") == "new" else f"frame {reply}"
 
@@ -213,7 +214,10 @@ async def test_failover_keeps_open_sockets_and_limits_hold_again(
 
 
 async def _failover(topology, settings, side, daphne_server, make_user) -> None:
-    arguments = _point_at(settings, topology, side)
+    # The channel layer stays on the standalone Redis: channels-redis' receive loop
+    # raises when its primary dies and Channels then closes every socket with 1011
+    # (README, "Redis Cluster and Sentinel"); what is tested here is wsops' own state.
+    arguments = _point_at(settings, topology, side, layer_through_sentinel=False)
     wsops = {**topology.wsops, "REDIS_TIMEOUT": 0.5, "MAX_CONNECTIONS_PER_USER": 3,
              "RATES": {"connect": "1000/m", "user_message": "600/m"},
              "THROTTLE_CLOSE_AFTER": 50}
@@ -261,7 +265,8 @@ async def _failover(topology, settings, side, daphne_server, make_user) -> None:
     fresh_sockets = [await _admitted(workers[i % 2].url(), fresh[1]) for i in range(3)]
     assert all(fresh_sockets)
     assert (await LiveSocket.open(workers[0].url(), token=fresh[1])).status == 403
-    await database_sync_to_async(_command)("wsratelimit", "block", f"user:{victim[0]}")
+    await database_sync_to_async(_command)("wsratelimit", "block", f"user:{victim[0]}",
+                                           "--for", "1h")
     assert (await LiveSocket.open(workers[1].url(), token=victim[1])).status == 403
     for socket in fresh_sockets:
         await socket.close()

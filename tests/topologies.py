@@ -49,7 +49,7 @@ class _Nodes:
     def start(self, port: int, *args: str, config: Path | None = None) -> None:
         binary = require_tool("redis-server")
         directory = self.tmp / str(port)
-        directory.mkdir(exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         self.processes[port] = subprocess.Popen(
             [binary, *([str(config)] if config else []), "--port", str(port), "--bind",
              "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory), *args],
@@ -94,7 +94,8 @@ class ClusterTopology:
         self.ports = [_cluster_port() for _ in range(6)]
         for port in self.ports:
             self.nodes.start(port, "--cluster-enabled", "yes", "--cluster-node-timeout",
-                             "1000", "--cluster-config-file", "nodes.conf")
+                             "1000", "--cluster-config-file", "nodes.conf",
+                             "--cluster-replica-validity-factor", "0")
         cli = require_tool("redis-cli")
         created = subprocess.run([cli, "--cluster", "create",
                                   *(f"127.0.0.1:{port}" for port in self.ports),
@@ -105,6 +106,10 @@ class ClusterTopology:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}")
         _poll("the cluster is not ok", lambda: all(
             client(port).cluster("info")["cluster_state"] == "ok" for port in self.ports))
+        # A replica that never finished its first sync cannot take over.
+        _poll("the replicas are not in sync", lambda: all(
+            info.get("master_link_status", "up") == "up"
+            for info in (client(port).info("replication") for port in self.ports)))
         self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
         self.wsops = {"REDIS_URL": self.url, "REDIS_CLUSTER": True}
 
