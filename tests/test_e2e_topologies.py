@@ -278,3 +278,78 @@ async def _failover(topology, settings, side, daphne_server, make_user) -> None:
         assert worker.process.poll() is None, "a worker crashed"
         assert log.count("is unreachable") <= 1 and log.count("is reachable again") <= 1, log
     assert sum(w.output().count("is unreachable") for w in workers) >= 1
+
+
+# --- one decision over several slots ------------------------------------------------
+
+
+def _checks(user_id: int):
+    from wsops.handshake.admission import connect_checks, identity_checks, ip_cap
+
+    return connect_checks("10.0.0.1") + identity_checks(user_id, "wst_abc") + ip_cap("10.0.0.1")
+
+
+async def _admit(checks, member: str):
+    from wsops.limits.engine import get_limiter
+
+    return await get_limiter().admit(bans=checks.bans, limits=checks.limits, caps=checks.caps,
+                                     member=member, ttl=30, network="10.0.0.1")
+
+
+def _left_behind(checks, member: str) -> dict:
+    """What ``member``'s refused decision left in Redis: rate values, cap slots."""
+    from wsops import store
+
+    client = store.sync_client()
+    return {"rates": {limit.key: client.get(limit.key) for limit in checks.limits
+                      if client.get(limit.key) is not None},
+            "slots": [cap.key for cap in checks.caps
+                      if client.zscore(cap.key, member) is not None]}
+
+
+async def test_a_refusal_in_one_slot_leaves_no_charge_in_the_others(settings, topology,
+                                                                    private_redis):
+    """The semantics of a decision spanning slots (README): a part that refuses makes
+    the parts that committed refund, so a refused event is charged nothing anywhere."""
+    from wsops import store
+    from wsops.limits import engine
+    from wsops.limits.keys import ban_key, cap_key
+    from wsops.limits.operators import Identity, ban
+
+    flush(topology)
+    _point_at(settings, topology, private_redis)
+    settings.WSOPS = {**settings.WSOPS, "MAX_CONNECTIONS_PER_USER": 1,
+                      "RATES": {"connect": "10/m"}}
+    checks = _checks(7)
+    parts = engine._parts(checks.bans, checks.limits, checks.caps, None, "10.0.0.1")
+    expected = 4 if isinstance(topology, ClusterTopology) else 1  # ip, user, token, {net}
+    assert len(parts) == expected
+
+    await database_sync_to_async(ban)(store.sync_client(), Identity("user", "7"), 3600, "x")
+    banned = await _admit(checks, "refused-1")
+    assert (banned.outcome, banned.key) == (engine.BANNED, ban_key("user", 7))
+    assert await database_sync_to_async(_left_behind)(checks, "refused-1") == {
+        "rates": {}, "slots": []}
+
+    store.sync_client().delete(ban_key("user", 7))
+    assert (await _admit(_checks(7), "holder")).allowed  # takes the user's only slot
+    before = await database_sync_to_async(_left_behind)(checks, "holder")
+    over = await _admit(checks, "refused-2")
+    assert (over.outcome, over.key) == (engine.OVER_CAP, cap_key("user", 7))
+    after = await database_sync_to_async(_left_behind)(checks, "refused-2")
+    assert after["slots"] == []  # no IP cap slot for the refused one
+    now = await database_sync_to_async(_left_behind)(checks, "holder")
+    assert now["rates"].keys() == before["rates"].keys()
+    for key, value in now["rates"].items():  # "<TAT ms>|<count>|<period ms>"
+        tat_now, tat_before = (float(v.partition("|")[0]) for v in (value, before["rates"][key]))
+        assert abs(tat_now - tat_before) < 1, f"the refused attempt moved {key}"
+
+
+def test_identities_spread_over_every_master(settings, topology, private_redis):
+    if not isinstance(topology, ClusterTopology):
+        pytest.skip("one primary holds every key under Sentinel")
+    from wsops.limits.keys import cap_key
+
+    _point_at(settings, topology, private_redis)
+    masters = {topology.master_of(cap_key("user", user)) for user in range(30)}
+    assert masters == set(topology.masters())
