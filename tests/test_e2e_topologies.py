@@ -353,3 +353,40 @@ def test_identities_spread_over_every_master(settings, topology, private_redis):
     _point_at(settings, topology, private_redis)
     masters = {topology.master_of(cap_key("user", user)) for user in range(30)}
     assert masters == set(topology.masters())
+
+
+# --- wssecure check --live ----------------------------------------------------------
+# Last in the module: each breaks its topology a little (a replica, a Sentinel).
+
+
+def _live_findings() -> list[dict]:
+    out = io.StringIO()
+    try:
+        call_command("wssecure", "check", "--live", "--json", stdout=out)
+    except SystemExit:
+        pass  # exit status 1: findings at or above --fail-level
+    return json.loads(out.getvalue())["findings"]
+
+
+def test_live_check_reports_the_topology(settings, topology, private_redis):
+    _point_at(settings, topology, private_redis)
+    findings = _live_findings()
+    ids = [finding["id"] for finding in findings]
+    if isinstance(topology, ClusterTopology):
+        assert ids.count("wsops.I303") == 1 and "16384 of 16384 slots" in str(findings)
+        assert ids.count("wsops.I301") >= 3  # each master's server facts
+        assert not {"wsops.E302", "wsops.E303", "wsops.W303"} & set(ids)
+        replica = next(port for port in topology.ports if port not in topology.masters())
+        topology.nodes.kill(replica)
+        deadline = time.monotonic() + 60
+        while "wsops.W303" not in ids and time.monotonic() < deadline:
+            time.sleep(1)  # until the cluster flags the replica as failed
+            ids = [finding["id"] for finding in _live_findings()]
+        assert "wsops.W303" in ids  # its master has no replica left
+    else:
+        assert ids.count("wsops.I304") == 3 and "quorum 2, 1 replicas" in str(findings)
+        assert not {"wsops.W304", "wsops.W305", "wsops.W306", "wsops.E304"} & set(ids)
+        topology.nodes.kill(topology.sentinels[2])
+        ids = [finding["id"] for finding in _live_findings()]
+        assert ids.count("wsops.W304") == 1 and ids.count("wsops.I304") == 2
+        assert "wsops.W305" not in ids  # 2 of 3 still make the quorum and a majority

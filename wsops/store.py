@@ -162,7 +162,7 @@ def _client_options(timeout: float) -> dict[str, Any]:
     return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "decode_responses": True}
 
 
-def _credentials() -> dict[str, Any]:
+def credentials() -> dict[str, Any]:
     """Password, user name and db of the Sentinel-monitored primary, from REDIS_URL."""
     from redis.connection import parse_url
 
@@ -192,7 +192,7 @@ def _new_client(blocking: bool, timeout: float) -> Any:
     if kind == SENTINEL:
         sentinel = Sentinel(sentinel_addresses(), sentinel_kwargs=_client_options(timeout))
         return sentinel.master_for(get_settings().REDIS_SENTINEL_SERVICE,
-                                   **options, **_credentials())
+                                   **options, **credentials())
     if kind == CLUSTER:
         # Two retries, not ten: during a failover the slot map is re-read between
         # them, and a handshake must get its FAIL_MODE answer promptly.
