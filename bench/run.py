@@ -13,6 +13,8 @@ application in ``bench/benchapp.py``, then measures:
 - shared limiter decisions: wsops' one EVALSHA vs django-ratelimit's
   is_ratelimited (django-redis) vs a bare PING, on the same Redis.
 - daphne RSS per idle connection at 1,000 connections, bare vs wsops.
+- the limiter on a 3-master Redis Cluster beside the standalone Redis
+  (``bench/topology.py``; ``--no-cluster`` skips it).
 
 It prints a table and writes JSON (``--output``), including which targets were met.
 """
@@ -285,6 +287,8 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=1000, help="Idle connections for RSS.")
     parser.add_argument("--decisions", type=int, default=5000, help="Limiter decisions.")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument("--no-cluster", action="store_true",
+                        help="Skip the 3-master Redis Cluster measurements.")
     args = parser.parse_args()
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -300,11 +304,19 @@ def main() -> int:
     env = {**os.environ, "BENCH_REDIS_URL": redis_url, "BENCH_DB": str(tmp / "bench.sqlite3"),
            "DJANGO_SETTINGS_MODULE": "bench.settings",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")])}
+    cluster: list[subprocess.Popen] = []
     try:
         fixtures = setup_django(env)
         results = run_all(args, env, fixtures, redis_url)
+        if not args.no_cluster:
+            from bench import topology
+
+            cluster_url, cluster = topology.start_cluster(tmp, free_port, wait_for_port)
+            results["topologies"] = topology.topology_bench(redis_url, cluster_url,
+                                                            args.decisions)
     finally:
-        redis_server.terminate()
+        for process in [redis_server, *cluster]:
+            process.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
     report(results, args.output)
     return 0
@@ -464,6 +476,10 @@ def report(results: dict, output: str) -> None:
         f"{name} {ratio:.2f}x" for name, ratio in cpu_ratios.items()))
     print(f"\nRSS per idle connection: bare {rss['bare'] / 1024:.1f} KiB, "
           f"wsops {rss['wsops'] / 1024:.1f} KiB")
+    if "topologies" in results:
+        from bench import topology
+
+        topology.report(results["topologies"])
     print("\ntargets:")
     for name, met in targets.items():
         print(f"  [{'met' if met else 'MISSED'}] {name}")

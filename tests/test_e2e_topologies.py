@@ -355,6 +355,32 @@ def test_identities_spread_over_every_master(settings, topology, private_redis):
     assert masters == set(topology.masters())
 
 
+async def test_a_django_redis_cache_on_sentinel_serves_as_wsops_store(settings, topology):
+    if isinstance(topology, ClusterTopology):
+        pytest.skip("django-redis has no Cluster client")
+    from wsops import store
+    from wsops.limits.engine import Limit, get_limiter
+    from wsops.limits.keys import rate_key
+    from wsops.units import Rate
+
+    flush(topology)
+    settings.CACHES = {**settings.CACHES, "shared": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://{topology.SERVICE}/0",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.SentinelClient",
+                    "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                    "SENTINELS": [("127.0.0.1", port) for port in topology.sentinels]}}}
+    settings.WSOPS = {"CACHE": "shared", "REDIS_TIMEOUT": 2}
+    assert store.topology() == store.SENTINEL
+    limit = (Limit(rate_key("connect", "user", 1), Rate(1, 60)),)
+    assert (await get_limiter().admit(limits=limit)).allowed
+    assert not (await get_limiter().admit(limits=limit)).allowed
+    from django.core.cache import caches
+
+    caches["shared"].set("probe", 1)  # the cache itself works on the same primary
+    assert caches["shared"].get("probe") == 1
+
+
 # --- wssecure check --live ----------------------------------------------------------
 # Last in the module: each breaks its topology a little (a replica, a Sentinel).
 

@@ -24,7 +24,7 @@ import re
 import time
 import weakref
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 from django.conf import settings as django_settings
 
@@ -118,9 +118,9 @@ def key(*parts: object) -> str:
 # Three topologies, one client interface (redis-py's): a standalone Redis named by the
 # URL; a Redis Cluster (REDIS_CLUSTER: the URL names any node, the others and the slot
 # map are discovered, MOVED/ASK followed); a Sentinel-monitored primary (REDIS_SENTINELS
-# + REDIS_SENTINEL_SERVICE: every new connection asks the Sentinels for the current
-# primary, so a promoted replica is followed without a restart; the URL, when given,
-# carries only the password and db).
+# + REDIS_SENTINEL_SERVICE, or a django-redis CACHE on Sentinel: every new connection
+# asks the Sentinels for the current primary, so a promoted replica is followed without
+# a restart; the URL, when given, carries only the password and db).
 
 STANDALONE, CLUSTER, SENTINEL = "standalone", "cluster", "sentinel"
 
@@ -134,7 +134,22 @@ def topology() -> str:
     conf = get_settings()
     if conf.REDIS_CLUSTER:
         return CLUSTER
-    return SENTINEL if conf.REDIS_SENTINELS else STANDALONE
+    return SENTINEL if sentinel_addresses() else STANDALONE
+
+
+def _sentinel_cache() -> tuple[list[tuple[str, int]], str, str] | None:
+    """``WSOPS["CACHE"]`` naming a django-redis cache on Sentinel (``OPTIONS["SENTINELS"]``,
+    LOCATION ``redis://<service>/<db>``): its Sentinels, service and URL."""
+    alias = get_settings().CACHE
+    cache = django_settings.CACHES[alias] if alias else {}
+    sentinels = (cache.get("OPTIONS") or {}).get("SENTINELS")
+    if not sentinels:
+        return None
+    location = cache.get("LOCATION")
+    if isinstance(location, (list, tuple)):
+        location = location[0]
+    return ([(str(host), int(port)) for host, port in sentinels],
+            urlsplit(location).hostname or "", location)
 
 
 def is_cluster() -> bool:
@@ -145,17 +160,29 @@ def is_cluster() -> bool:
 def describe() -> str:
     """Where the shared state lives, for log lines and messages (passwords masked)."""
     conf = get_settings()
-    if conf.REDIS_SENTINELS:
-        return (f"Sentinel service {conf.REDIS_SENTINEL_SERVICE!r} "
-                f"({', '.join(conf.REDIS_SENTINELS)})")
+    if topology() == SENTINEL:
+        return (f"Sentinel service {sentinel_service()!r} "
+                f"({', '.join(f'{host}:{port}' for host, port in sentinel_addresses())})")
     if conf.REDIS_CLUSTER:
         return f"Redis Cluster via {masked(redis_url())}"
     return masked(redis_url())
 
 
 def sentinel_addresses() -> list[tuple[str, int]]:
+    """The Sentinels to ask: ``REDIS_SENTINELS``, or those of a Sentinel ``CACHE``."""
+    if not get_settings().REDIS_SENTINELS:
+        cache = _sentinel_cache()
+        return cache[0] if cache else []
     return [(host.strip("[]"), int(port)) for host, _, port in
             (address.rpartition(":") for address in get_settings().REDIS_SENTINELS)]
+
+
+def sentinel_service() -> str:
+    conf = get_settings()
+    if conf.REDIS_SENTINEL_SERVICE:
+        return conf.REDIS_SENTINEL_SERVICE
+    cache = _sentinel_cache()
+    return cache[1] if cache else ""
 
 
 def _client_options(timeout: float) -> dict[str, Any]:
@@ -163,10 +190,12 @@ def _client_options(timeout: float) -> dict[str, Any]:
 
 
 def credentials() -> dict[str, Any]:
-    """Password, user name and db of the Sentinel-monitored primary, from REDIS_URL."""
+    """Password, user name and db of the Sentinel-monitored primary, from REDIS_URL (or
+    the Sentinel cache's LOCATION)."""
     from redis.connection import parse_url
 
-    url = get_settings().REDIS_URL
+    cache = None if get_settings().REDIS_SENTINELS else _sentinel_cache()
+    url = cache[2] if cache else get_settings().REDIS_URL
     if not url:
         return {}
     parsed = parse_url(url)
@@ -191,7 +220,7 @@ def _new_client(blocking: bool, timeout: float) -> Any:
     kind = topology()
     if kind == SENTINEL:
         sentinel = Sentinel(sentinel_addresses(), sentinel_kwargs=_client_options(timeout))
-        return sentinel.master_for(get_settings().REDIS_SENTINEL_SERVICE,
+        return sentinel.master_for(sentinel_service(),
                                    **options, **credentials())
     if kind == CLUSTER:
         # Two retries, not ten: during a failover the slot map is re-read between
@@ -311,9 +340,33 @@ def store_errors() -> tuple[type[BaseException], ...]:
     return (RedisError, OSError, asyncio.TimeoutError)
 
 
+_ready_clients: weakref.WeakSet[Any] = weakref.WeakSet()
+_ready_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _ready() -> None:
+    """Read a cluster client's slot map once, alone: redis-py's asyncio cluster client
+    breaks (AttributeError inside a connect) when its first calls run concurrently, as
+    a worker's first burst of handshakes would make them."""
+    if not is_cluster():
+        return
+    client = async_client()
+    if client in _ready_clients:
+        return
+    async with _ready_locks.setdefault(client, asyncio.Lock()):
+        if client not in _ready_clients:
+            await client.initialize()
+            _ready_clients.add(client)
+
+
 async def call(coro: Any, where: Any = None) -> Any:
     """Await a Redis coroutine, mapping failures to StoreUnavailable (``where``: the
     cluster slot it touches, when known, for the outage tracking)."""
+    try:
+        await _ready()
+    except store_errors() as error:
+        coro.close()  # never started
+        raise outage.failed(error, where)
     try:
         result = await coro
     except store_errors() as error:
@@ -327,6 +380,12 @@ async def gather(calls: list[tuple[Any, Any]]) -> list[Any]:
     round trip of latency). All of them finish; if any failed, ``StoreUnavailable`` is
     raised with ``answered`` holding every result (an exception where a call failed),
     so the caller can undo what the others did."""
+    try:
+        await _ready()
+    except store_errors() as error:
+        for _, coro in calls:
+            coro.close()
+        raise outage.failed(error)
     results = await asyncio.gather(*(coro for _, coro in calls), return_exceptions=True)
     errors = store_errors()
     for result in results:

@@ -18,7 +18,6 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, Info, Warning
 
 from .. import store
-from ..conf import get_settings
 from .rules import RedisHost, _is_local, _redis_hosts, redis_channel_layers
 
 SAFE_POLICIES = {"noeviction"}
@@ -167,8 +166,7 @@ def sentinel_check() -> list[CheckMessage]:
     """Each Sentinel asked for the service: quorum reachable, replicas known."""
     import redis
 
-    conf = get_settings()
-    service = conf.REDIS_SENTINEL_SERVICE
+    service = store.sentinel_service()
     messages: list[CheckMessage] = []
     primary = None
     for host, port in store.sentinel_addresses():
