@@ -19,7 +19,7 @@ from channels.layers import channel_layers
 from django.core.management import call_command
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import configure_redis
+from tests.helpers import configure_redis, echoes_in_turn, handshakes_in_turn
 from tests.topologies import TOPOLOGIES, ClusterTopology, flush
 from wsops import tickets, tokens
 from wsops.limits.keys import tag
@@ -61,16 +61,6 @@ def deployment(settings, topology, private_redis, daphne_server):
     return start
 
 
-@pytest.fixture
-def secret_for(make_user):
-    @database_sync_to_async
-    def make(username="alice"):
-        return tokens.issue(make_user(username, perms=("chat.send_message",)),
-                            scopes=["chat:write"])[1]
-
-    return make
-
-
 def _command(*args) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out)
@@ -80,12 +70,7 @@ def _command(*args) -> str:
 async def test_token_and_connect_rate_hold_across_two_workers(deployment, secret_for):
     workers = [deployment(RATES={"connect": "5/m"}) for _ in range(2)]
     secret = await secret_for()
-    outcomes = []
-    for attempt in range(8):
-        socket = await LiveSocket.open(workers[attempt % 2].url(), token=secret)
-        outcomes.append(socket.accepted)
-        await socket.close()
-    assert outcomes == [True] * 5 + [False] * 3
+    assert await handshakes_in_turn(workers, secret, 8) == [True] * 5 + [False] * 3
     shown = json.loads(await database_sync_to_async(_command)("wsratelimit", "show", "--json"))
     used = {(c["kind"], c["id"]): c["used"] for c in shown["counters"] if c["scope"] == "connect"}
     assert used[("ip", "127.0.0.1")] == 5  # refused attempts are not charged
@@ -105,11 +90,7 @@ async def test_user_message_rate_spans_sockets_on_two_workers(deployment, secret
     secret = await secret_for()
     sockets = [await LiveSocket.open(one.url(), token=secret),
                await LiveSocket.open(two.url(), token=secret)]
-    replies = []
-    for index in range(10):
-        await sockets[index % 2].send_json({"action": "echo", "text": "x"})
-        replies.append((await sockets[index % 2].recv_json())["type"])
-    assert replies == ["echo"] * 6 + ["error"] * 4
+    assert await echoes_in_turn(sockets, 10) == ["echo"] * 6 + ["error"] * 4
     for socket in sockets:
         await socket.close()
 
