@@ -202,8 +202,11 @@ class RedisLimiter:
     async def admit(self, bans: tuple[str, ...] = (), limits: tuple[Limit, ...] = (),
                     caps: tuple[Cap, ...] = (), member: str = "", ttl: float = 0,
                     fetch: str | None = None, network: str | None = None) -> Decision:
+        if not store.is_cluster():  # one node: the single round trip, nothing to undo
+            whole = _Part(list(bans), list(limits), list(caps), network, fetch)
+            return await store.call(self._decide(whole, member, ttl))
         parts = _parts(bans, limits, caps, fetch, network)
-        if len(parts) == 1:  # one node: the single round trip, nothing to undo
+        if len(parts) == 1:
             return await store.call(self._decide(parts[0], member, ttl), parts[0].slot)
         try:
             decisions = await store.gather([(p.slot, self._decide(p, member, ttl))
