@@ -26,6 +26,8 @@ the machine has two or more (recorded in the JSON), every variant is measured
 ``--runs`` times (default 3) in interleaved rounds, and the table gives the median
 and the range. Absolute rates are printed; the targets are judged on daphne CPU
 per operation, bare's over the variant's, per run and on the median.
+- the limiter on a 3-master Redis Cluster beside the standalone Redis
+  (``bench/topology.py``; ``--no-cluster`` skips it).
 
 It prints a table and writes JSON (``--output``), including which targets were met.
 """
@@ -353,6 +355,8 @@ def main() -> int:
     parser.add_argument("--push-sockets", type=int, default=1000,
                         help="Sockets of one user for the push fan-out (over 2 workers).")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument("--no-cluster", action="store_true",
+                        help="Skip the 3-master Redis Cluster measurements.")
     args = parser.parse_args()
     if PINNING:
         os.sched_setaffinity(0, PINNING["load_generator"])
@@ -372,16 +376,24 @@ def main() -> int:
            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
            "DJANGO_SETTINGS_MODULE": "bench.settings",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "example")])}
+    cluster: list[subprocess.Popen] = []
     try:
         fixtures = setup_django(env)
         runs = []
         for number in range(1, args.runs + 1):
             print(f"run {number} of {args.runs} ...", flush=True)
             runs.append(run_all(args, env, fixtures, redis_url))
+        topologies = None
+        if not args.no_cluster:
+            from bench import topology
+
+            cluster_url, cluster = topology.start_cluster(tmp, free_port, wait_for_port)
+            topologies = topology.topology_bench(redis_url, cluster_url, args.decisions)
     finally:
-        redis_server.terminate()
+        for process in [redis_server, *cluster]:
+            process.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(runs, args.output)
+    report(runs, args.output, topologies)
     return 0
 
 
@@ -534,7 +546,7 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": ordered[len(ordered) // 2], "min": ordered[0], "max": ordered[-1]}
 
 
-def report(runs: list[dict], output: str) -> None:
+def report(runs: list[dict], output: str, topologies: dict | None = None) -> None:
     per_run = [figures(run) for run in runs]
     ratios = {name: summary([f[name] for f in per_run]) for name in per_run[0]}
     absolute = {
@@ -550,7 +562,8 @@ def report(runs: list[dict], output: str) -> None:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "processor": _cpu_model(),
                "pinning": PINNING}
-    document = {"runs": runs, "ratios": ratios, "absolute": absolute, "targets": targets,
+    document = {"runs": runs, "topologies": topologies, "ratios": ratios, "absolute": absolute,
+                "targets": targets,
                 "machine": machine, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(document, indent=2))
@@ -594,6 +607,10 @@ def report(runs: list[dict], output: str) -> None:
     for name, verdict in targets.items():
         runs_met = "".join("+" if ok else "-" for ok in verdict["runs"])
         print(f"  [{'met' if verdict['median'] else 'MISSED'}] {name}  runs: {runs_met}")
+    if topologies is not None:
+        from bench import topology
+
+        topology.report(topologies)
     print(f"\nJSON: {output}")
 
 

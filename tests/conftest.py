@@ -243,6 +243,21 @@ def make_user(django_user_model):
 
 
 @pytest.fixture
+def secret_for(make_user):
+    """``await secret_for("alice")``: a token secret of a new user who may send messages."""
+    from channels.db import database_sync_to_async
+
+    from wsops import tokens
+
+    @database_sync_to_async
+    def make(username="alice"):
+        return tokens.issue(make_user(username, perms=("chat.send_message",)),
+                            scopes=["chat:write"])[1]
+
+    return make
+
+
+@pytest.fixture
 def events():
     """Collect wsops security events emitted in this process."""
     from wsops.signals import security_event

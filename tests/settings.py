@@ -9,6 +9,8 @@ reads its variations from the environment:
   the cache and wsops' shared state on that Redis, under that key prefix.
 - ``WSOPS_TEST_LAYER=memory``: keep the in-memory channel layer even with Redis.
 - ``WSOPS_TEST_WSOPS``: JSON merged into ``WSOPS``.
+- ``WSOPS_TEST_LAYER_HOSTS``: JSON, the channel layer's ``hosts`` (a channels-redis
+  Sentinel host, say) instead of the Redis above.
 """
 
 import json
@@ -76,7 +78,8 @@ if _redis and os.environ.get("WSOPS_TEST_LAYER") != "memory":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": _redis, "socket_timeout": 10}],
+            "CONFIG": {"hosts": json.loads(os.environ.get("WSOPS_TEST_LAYER_HOSTS", "null"))
+                       or [{"address": _redis, "socket_timeout": 10}],
                        "prefix": _prefix + "asgi", "capacity": 200, "expiry": 30},
         }
     }

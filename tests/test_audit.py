@@ -80,6 +80,8 @@ TRIGGERS = {
     "wsops.E006": {"WSOPS": {k: v for k, v in SECURE["WSOPS"].items() if k != "REDIS_URL"}},
     "wsops.W012": {"WSOPS": {**SECURE["WSOPS"], "TRUSTED_PROXIES": []}},
     "wsops.W013": {"SECURE_PROXY_SSL_HEADER": None},
+    "wsops.W017": {"WSOPS": {**SECURE["WSOPS"], "REDIS_SENTINELS": ["10.0.0.1:26379", "b:26379"],
+                             "REDIS_SENTINEL_SERVICE": "mymaster"}},
 }
 DEPLOY_ONLY = {"wsops.W001", "wsops.E002", "wsops.W002", "wsops.W003", "wsops.W004",
                "wsops.E004", "wsops.E005", "wsops.W005", "wsops.W006", "wsops.E006",
@@ -139,8 +141,9 @@ def test_insecure_settings_module_triggers_every_compatible_rule():
              "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'example'}"})
     assert result.returncode == 1, result.stderr
     ids = {f["id"] for f in json.loads(result.stdout)["findings"]}
+    # W017 (Sentinels) would give E006's settings their shared storage.
     expected = set(TRIGGERS) - {"wsops.W001", "wsops.E003", "wsops.W002", "wsops.W013",
-                                "wsops.I002", "wsops.E008"}
+                                "wsops.I002", "wsops.E008", "wsops.W017"}
     assert expected <= ids, expected - ids
 
 

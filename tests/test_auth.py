@@ -268,5 +268,5 @@ async def test_a_cached_token_handshake_makes_one_redis_round_trip(app, alice, s
         assert len(trips) == 1
         assert (await whoami(socket))["user"] == "alice"
     client = private_redis.client()
-    assert client.zcard(f"wsops:conn:user:{alice.pk}") == 0  # released at close
-    assert "|" in client.get(f"wsops:rl:connect:user:{alice.pk}")  # the user rate was charged
+    assert client.zcard(f"wsops:conn:{{user:{alice.pk}}}") == 0  # released at close
+    assert "|" in client.get(f"wsops:rl:connect:{{user:{alice.pk}}}")  # the user rate was charged

@@ -53,6 +53,23 @@ def test_none_means_no_settings():
                                                    "cannot be imported"]),
         ({"AUTHENTICATORS": ["myproject.auth.Missing"]}, ["AUTHENTICATORS", "cannot be imported"]),
         ({"AUTHENTICATORS": ["wsops.tokens.issue"]}, ["AUTHENTICATORS", "BaseAuthenticator"]),
+
+        ({"REDIS_CLUSTER": "yes"}, ["REDIS_CLUSTER", "True or False"]),
+        ({"REDIS_SENTINELS": "10.0.0.1:26379"}, ["REDIS_SENTINELS", "list"]),
+        ({"REDIS_SENTINELS": ["10.0.0.1"], "REDIS_SENTINEL_SERVICE": "m"},
+         ["REDIS_SENTINELS", "10.0.0.1:26379"]),
+        ({"REDIS_SENTINELS": ["h:70000"], "REDIS_SENTINEL_SERVICE": "m"}, ["REDIS_SENTINELS"]),
+        ({"REDIS_SENTINEL_SERVICE": "my master"}, ["REDIS_SENTINEL_SERVICE", "mymaster"]),
+        ({"REDIS_SENTINELS": ["10.0.0.1:26379"]}, ["REDIS_SENTINEL_SERVICE", "go together"]),
+        ({"REDIS_SENTINEL_SERVICE": "mymaster"}, ["REDIS_SENTINELS", "go together"]),
+        ({"REDIS_CLUSTER": True}, ["REDIS_CLUSTER", "REDIS_URL", "one node"]),
+        ({"REDIS_CLUSTER": True, "REDIS_URL": "unix:///run/redis.sock"},
+         ["REDIS_CLUSTER", "redis://"]),
+        ({"REDIS_CLUSTER": True, "REDIS_URL": "redis://h:7000", "KEY_PREFIX": "{app}:"},
+         ["KEY_PREFIX", "hash tag"]),
+        ({"REDIS_CLUSTER": True, "REDIS_URL": "redis://h:7000",
+          "REDIS_SENTINELS": ["h:26379"], "REDIS_SENTINEL_SERVICE": "m"},
+         ["REDIS_CLUSTER", "REDIS_SENTINELS", "exclude"]),
     ],
 )
 def test_mistakes_name_key_value_and_what_is_allowed(raw, fragments):
@@ -60,6 +77,26 @@ def test_mistakes_name_key_value_and_what_is_allowed(raw, fragments):
         validate(raw)
     for fragment in fragments:
         assert fragment in str(error.value)
+
+
+def test_topologies_validate():
+    cluster = validate({"REDIS_CLUSTER": True, "REDIS_URL": "redis://10.0.0.1:7000/0"})
+    assert cluster.REDIS_CLUSTER and not cluster.REDIS_SENTINELS
+    sentinel = validate({"REDIS_SENTINELS": ["10.0.0.1:26379", "[::1]:26380"],
+                         "REDIS_SENTINEL_SERVICE": "mymaster", "REDIS_URL": "redis://:pw@/0"})
+    assert sentinel.REDIS_SENTINELS == ("10.0.0.1:26379", "[::1]:26380")
+
+
+def test_sentinel_primary_takes_password_and_db_from_the_url(settings):
+    from wsops import store
+
+    settings.WSOPS = {"REDIS_SENTINELS": ["127.0.0.1:26379"], "REDIS_SENTINEL_SERVICE": "m",
+                      "REDIS_URL": "redis://:s%40cret@/3"}
+    assert store.topology() == store.SENTINEL and store.redis_url()
+    assert store.credentials() == {"password": "s@cret", "db": 3}
+    assert "s@cret" not in store.describe() and "127.0.0.1:26379" in store.describe()
+    settings.WSOPS = {"REDIS_SENTINELS": ["127.0.0.1:26379"], "REDIS_SENTINEL_SERVICE": "m"}
+    assert store.redis_url() and store.credentials() == {}
 
 
 def test_not_a_dict():

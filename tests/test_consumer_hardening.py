@@ -183,7 +183,7 @@ async def test_first_frame_login_takes_and_frees_a_slot_of_the_users_cap(
         guarded, message_transport, redis, issue, settings, events):
     settings.WSOPS = {**settings.WSOPS, "MAX_CONNECTIONS_PER_USER": 1}
     user, secret = await issue()
-    cap = f"wsops:conn:user:{user.pk}"
+    cap = f"wsops:conn:{{user:{user.pk}}}"
     async with SecureCommunicator(guarded, "/ws/g/", token=secret) as held:
         assert held.accepted
         socket, output = await login_by_first_frame(guarded, secret)

@@ -8,8 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 
-from tests.helpers import configure_redis
-from wsops import tokens
+from tests.helpers import configure_redis, echoes_in_turn, handshakes_in_turn
 from wsops.testing import LiveSocket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -20,26 +19,11 @@ def redis(settings, private_redis):
     return configure_redis(settings, private_redis)
 
 
-@pytest.fixture
-def secret_for(make_user):
-    @database_sync_to_async
-    def make(username="alice"):
-        return tokens.issue(make_user(username, perms=("chat.send_message",)),
-                            scopes=["chat:write"])[1]
-
-    return make
-
-
 async def test_connect_rate_holds_across_two_workers(daphne_server, redis, secret_for):
     wsops = {"RATES": {"connect": "5/m"}}
     workers = [daphne_server(redis=redis, wsops=wsops) for _ in range(2)]
     secret = await secret_for()
-    outcomes = []
-    for attempt in range(8):
-        socket = await LiveSocket.open(workers[attempt % 2].url(), token=secret)
-        outcomes.append(socket.accepted)
-        await socket.close()
-    assert outcomes == [True] * 5 + [False] * 3
+    assert await handshakes_in_turn(workers, secret, 8) == [True] * 5 + [False] * 3
     assert "throttle refused: connect_rate" in workers[0].output() + workers[1].output()
 
 
@@ -60,12 +44,7 @@ async def test_user_message_rate_spans_sockets_on_two_workers(daphne_server, red
     secret = await secret_for()
     sockets = [await LiveSocket.open(one.url(), token=secret),
                await LiveSocket.open(two.url(), token=secret)]
-    replies = []
-    for index in range(10):
-        socket = sockets[index % 2]
-        await socket.send_json({"action": "echo", "text": "x"})
-        replies.append((await socket.recv_json())["type"])
-    assert replies == ["echo"] * 6 + ["error"] * 4
+    assert await echoes_in_turn(sockets, 10) == ["echo"] * 6 + ["error"] * 4
     for socket in sockets:
         await socket.close()
 

@@ -346,7 +346,7 @@ async def test_one_ipv6_64_shares_the_connect_rate_and_the_cap(app, alice, redis
     other = await SecureCommunicator(app, PATH, user=None, client=("2001:db8:1:3::1", 5000)
                                      ).outcome()
     assert other.close_code != 4429
-    assert redis.client().exists("wsops:rl:connect:ip:2001:db8:1:3::/64")
+    assert redis.client().exists("wsops:rl:connect:{ip:2001:db8:1:3::/64}")
 
 
 async def test_ipv6_cap_counts_the_network(app, make_user, redis, settings):

@@ -41,6 +41,9 @@ class WsopsSettings:
     REDIS_URL: str | None = None
     CACHE: str | None = None
     KEY_PREFIX: str = ""
+    REDIS_CLUSTER: bool = False
+    REDIS_SENTINELS: tuple[str, ...] = ()
+    REDIS_SENTINEL_SERVICE: str | None = None
     RATES: dict[str, Rate | None] = field(default_factory=dict)
     MAX_CONNECTIONS_PER_USER: int | None = 20
     MAX_CONNECTIONS_PER_IP: int | None = 100
@@ -168,6 +171,51 @@ def _redis_url(value: Any) -> str:
     return value
 
 
+def _host_port(value: str) -> str:
+    host, colon, port = value.rpartition(":")
+    if not colon or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError('Sentinel addresses such as "10.0.0.1:26379" or "[::1]:26379"')
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("True or False")
+    return value
+
+
+def _service_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError('a Sentinel service (master) name such as "mymaster"')
+    return value
+
+
+def _topology(values: dict[str, Any]) -> None:
+    """The Redis topology keys must agree with each other (and with the URL)."""
+    sentinels, service = values.get("REDIS_SENTINELS"), values.get("REDIS_SENTINEL_SERVICE")
+    if bool(sentinels) != bool(service):
+        raise ImproperlyConfigured(
+            "WSOPS['REDIS_SENTINELS'] and WSOPS['REDIS_SENTINEL_SERVICE'] go together: "
+            "the Sentinel addresses and the name of the service they monitor.")
+    if sentinels and values.get("REDIS_CLUSTER"):
+        raise ImproperlyConfigured(
+            "WSOPS['REDIS_CLUSTER'] and WSOPS['REDIS_SENTINELS'] exclude each other: "
+            "a Redis Cluster fails over by itself, without Sentinel.")
+    if values.get("REDIS_CLUSTER"):
+        if not values.get("REDIS_URL"):
+            raise ImproperlyConfigured(
+                "WSOPS['REDIS_CLUSTER'] needs WSOPS['REDIS_URL'] naming one node of the "
+                "cluster (redis:// or rediss://); the others are discovered.")
+        if urlsplit(values["REDIS_URL"]).scheme == "unix":
+            raise ImproperlyConfigured(
+                "WSOPS['REDIS_CLUSTER'] needs a redis:// or rediss:// REDIS_URL: cluster "
+                "nodes are found by host and port, not by unix socket.")
+        if "{" in values.get("KEY_PREFIX", "") or "}" in values.get("KEY_PREFIX", ""):
+            raise ImproperlyConfigured(
+                "WSOPS['KEY_PREFIX'] may not hold '{' or '}' with REDIS_CLUSTER: the prefix "
+                "would become every key's hash tag and put all of them in one slot.")
+
+
 def _cache_alias(value: Any) -> str:
     if not isinstance(value, str) or value not in django_settings.CACHES:
         known = ", ".join(repr(a) for a in django_settings.CACHES)
@@ -242,6 +290,9 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "REDIS_URL": _optional(_redis_url),
     "CACHE": _optional(_cache_alias),
     "KEY_PREFIX": _string,
+    "REDIS_CLUSTER": _bool,
+    "REDIS_SENTINELS": _string_list(_host_port),
+    "REDIS_SENTINEL_SERVICE": _optional(_service_name),
     "RATES": _rates,
     "MAX_CONNECTIONS_PER_USER": _optional(_positive_int),
     "MAX_CONNECTIONS_PER_IP": _optional(_positive_int),
@@ -297,6 +348,7 @@ def validate(raw: Any) -> WsopsSettings:
             raise ImproperlyConfigured(
                 f"WSOPS[{key!r}] = {shown!r} is invalid: expected {error}."
             )
+    _topology(values)
     return WsopsSettings(**values)
 
 

@@ -444,7 +444,7 @@ def check_shared_rate_storage() -> list[CheckMessage]:
                                "WSOPS['REDIS_URL'].",
                           id="wsops.E006")]
         return []
-    if not conf.REDIS_URL:
+    if not conf.REDIS_URL and not conf.REDIS_SENTINELS:
         return [Error("WSOPS has neither REDIS_URL nor CACHE: rate limits, connection caps, "
                       "bans and ticket single-use are per process, so N workers allow N times "
                       "the limits and revocation is not shared.",
@@ -471,11 +471,23 @@ def check_proxy_settings() -> list[CheckMessage]:
     return []
 
 
+def check_redis_topology() -> list[CheckMessage]:
+    """Sentinel needs a majority of its Sentinels to fail over: fewer than 3 cannot
+    lose one (conf.py already refused the combinations that cannot work)."""
+    sentinels = get_settings().REDIS_SENTINELS
+    if sentinels and len(sentinels) < 3:
+        return [Warning(f"WSOPS['REDIS_SENTINELS'] lists {len(sentinels)} Sentinel(s): when "
+                        "one is lost, the rest are no majority and no failover happens.",
+                        hint="Run and list at least 3 Sentinels, on separate hosts.",
+                        id="wsops.W017")]
+    return []
+
+
 SETTINGS_RULES: list[Rule] = [
     check_origin_wildcard, check_rates, check_message_size, check_query_tokens,
     check_token_ttl, check_fail_mode, check_channel_layer_bounds,
     check_channel_layer_socket_timeout, check_authenticators, check_jwt_lifetime,
-    check_jwt_signing_key, check_query_bearer_tokens,
+    check_jwt_signing_key, check_query_bearer_tokens, check_redis_topology,
 ]
 # Imports the project's ASGI application: run by `wssecure check` and `check --deploy`,
 # not by every management command.

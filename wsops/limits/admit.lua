@@ -1,7 +1,8 @@
 -- ADMIT: one shared decision, atomically (wsops/limits/engine.py builds every key).
 --
--- KEYS: ban keys, then GCRA rate keys, then connection-cap sets, then (optional) one
---       more key whose value is returned (the token cache entry on a handshake).
+-- KEYS: ban keys, then GCRA rate keys, then connection-cap sets, then (with a network
+--       probe) the CIDR ban lengths set, then (optional) one more key whose value is
+--       returned (the token cache entry on a handshake).
 -- ARGV: nbans, nrates, ncaps, nfetch (0 or 1), network probe ('' for none),
 --       <count, period ms> per rate key, <limit> per cap key, then member and ttl ms
 --       when there are caps.
@@ -12,17 +13,18 @@
 --          | {2, key, retry ms} | {3, key, '0'}.
 --
 -- CIDR bans are the one place keys are named here rather than in KEYS: the probe is
--- "<lengths zset>|<key base>|<address as hex nibbles>"; the zset lists the prefix
--- lengths with live bans, and for each the address is cut to that many bits and the
--- ban key of that network is read (see wsops/limits/keys.py, network_ban_key).
+-- "<key base>|<address as hex nibbles>" and the lengths zset (in KEYS) lists the prefix
+-- lengths with live bans; for each the address is cut to that many bits and the ban
+-- key of that network is read (see wsops/limits/keys.py, network_ban_key). Those keys
+-- share the lengths set's hash tag, so on a cluster they are in the slot of a declared key.
 local nbans, nrates, ncaps = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local nfetch, network = tonumber(ARGV[4]), ARGV[5]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local k, a = 1, 6
 
-local function network_ban(spec)
-  local lengths, base, hex = string.match(spec, '^([^|]+)|([^|]+)|(%x+)$')
+local function network_ban(lengths, spec)
+  local base, hex = string.match(spec, '^([^|]+)|(%x+)$')
   if not hex then return nil end
   for _, len in ipairs(redis.call('ZRANGEBYSCORE', lengths, now, '+inf')) do
     local bits = tonumber(len)
@@ -45,8 +47,10 @@ for i = 1, nbans do
   if ban then return {1, KEYS[k], '0', ban} end
   k = k + 1
 end
+local lengths_key = nil
 if network ~= '' then
-  local key, ban = network_ban(network)
+  lengths_key = KEYS[nbans + nrates + ncaps + 1]
+  local key, ban = network_ban(lengths_key, network)
   if key then return {1, key, '0', ban} end
 end
 
@@ -82,5 +86,6 @@ for i = first_cap, first_cap + ncaps - 1 do
   redis.call('ZADD', KEYS[i], now + ttl, member)
   redis.call('PEXPIRE', KEYS[i], ttl)
 end
+if lengths_key then k = k + 1 end
 if nfetch > 0 then return {0, '', '0', redis.call('GET', KEYS[k])} end
 return 0

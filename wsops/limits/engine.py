@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
@@ -142,23 +142,111 @@ def hit_all(rates: list[tuple[LocalRate, str]]) -> tuple[float, str] | None:
     return None
 
 
+@dataclass(slots=True)
+class _Part:
+    """The checks of one decision that live in one slot: one ADMIT call."""
+
+    bans: list[str] = field(default_factory=list)
+    limits: list[Limit] = field(default_factory=list)
+    caps: list[Cap] = field(default_factory=list)
+    network: str | None = None
+    fetch: str | None = None
+    slot: int | None = None
+
+
+def by_slot(items: Any, key_of: Any = lambda item: item) -> list[tuple[int | None, list[Any]]]:
+    """``(slot, items)``: ``items`` grouped by the cluster slot of their key, in order of
+    first appearance; one group (slot None) on a standalone or Sentinel-monitored Redis,
+    where one node holds every key."""
+    items = list(items)
+    if not store.is_cluster():
+        return [(None, items)] if items else []
+    from redis.crc import key_slot
+
+    groups: dict[int, list[Any]] = {}
+    for item in items:
+        groups.setdefault(key_slot(key_of(item).encode()), []).append(item)
+    return list(groups.items())
+
+
+def _parts(bans: tuple[str, ...], limits: tuple[Limit, ...], caps: tuple[Cap, ...],
+           fetch: str | None, network: str | None) -> list[_Part]:
+    """The decision split into one part per slot (a single part off a cluster)."""
+    entries: list[tuple[str, str, Any]] = [
+        *(("bans", key, key) for key in bans),
+        *((("network", network_ban_probe(network)[0], network),) if network else ()),
+        *(("limits", limit.key, limit) for limit in limits),
+        *(("caps", cap.key, cap) for cap in caps),
+        *((("fetch", fetch, fetch),) if fetch else ()),
+    ]
+    parts = []
+    for slot, group in by_slot(entries, lambda entry: entry[1]):
+        part = _Part(slot=slot)
+        for kind, _, value in group:
+            if kind in ("network", "fetch"):
+                setattr(part, kind, value)
+            else:
+                getattr(part, kind).append(value)
+        parts.append(part)
+    return parts or [_Part()]
+
+
 class RedisLimiter:
-    """Shared decisions in Redis: one EVALSHA each."""
+    """Shared decisions in Redis: one EVALSHA each, or on a cluster one per slot touched.
+
+    On a cluster a decision's keys span several slots (the address's, the user's, the
+    token's, the CIDR bans'), so it is one ADMIT call per slot, sent concurrently: the
+    handshake still waits one round trip. Each call commits its own part when its own
+    checks pass. When another part refuses (or does not answer), the parts that
+    committed are refunded before the refusal is returned (REFUND: the rate charges
+    moved back one interval, the cap slots removed), so a refused event is charged
+    nothing, as on a single node. The refusal returned is the one a single script
+    would have given first: bans, then rates, then caps, in the order passed.
+    """
 
     async def admit(self, bans: tuple[str, ...] = (), limits: tuple[Limit, ...] = (),
                     caps: tuple[Cap, ...] = (), member: str = "", ttl: float = 0,
                     fetch: str | None = None, network: str | None = None) -> Decision:
-        keys = [*bans, *(limit.key for limit in limits), *(cap.key for cap in caps)]
-        args: list[Any] = [len(bans), len(limits), len(caps), 1 if fetch else 0,
-                           network_ban_probe(network) if network else ""]
-        for limit in limits:
+        if not store.is_cluster():  # one node: the single round trip, nothing to undo
+            whole = _Part(list(bans), list(limits), list(caps), network, fetch)
+            return await store.call(self._decide(whole, member, ttl), "admit")
+        parts = _parts(bans, limits, caps, fetch, network)
+        if len(parts) == 1:
+            return await store.call(self._decide(parts[0], member, ttl), "admit",
+                                    where=parts[0].slot)
+        try:
+            decisions = await store.gather([(p.slot, self._decide(p, member, ttl))
+                                            for p in parts])
+        except store.StoreUnavailable as error:
+            await self._refund(parts, error.answered or [None] * len(parts), member)
+            raise
+        refused = [decision for decision in decisions if not decision.allowed]
+        if not refused:
+            fetched = next((d.fetched for p, d in zip(parts, decisions, strict=True)
+                            if p.fetch), None)
+            return Decision(ALLOWED, fetched=fetched)
+        await self._refund(parts, decisions, member)
+        order = [*bans, *limits, *caps]
+        return min(refused, key=lambda d: (d.outcome != BANNED, d.outcome != OVER_RATE,
+                                           _position(order, d.key)))
+
+    async def _decide(self, part: _Part, member: str, ttl: float) -> Decision:
+        keys = [*part.bans, *(limit.key for limit in part.limits),
+                *(cap.key for cap in part.caps)]
+        probe = ""
+        if part.network:
+            lengths, probe = network_ban_probe(part.network)
+            keys.append(lengths)
+        args: list[Any] = [len(part.bans), len(part.limits), len(part.caps),
+                           1 if part.fetch else 0, probe]
+        for limit in part.limits:
             args += [limit.rate.count, int(limit.rate.period * 1000)]
-        if caps:  # the message path sends no cap arguments at all
-            args += [cap.limit for cap in caps]
+        if part.caps:  # the message path sends no cap arguments at all
+            args += [cap.limit for cap in part.caps]
             args += [member, int(ttl * 1000)]
-        if fetch:
-            keys.append(fetch)
-        reply = await store.call(ADMIT.run(store.async_client(), keys, args), "admit")
+        if part.fetch:
+            keys.append(part.fetch)
+        reply = await ADMIT.run(store.async_client(), keys, args)
         if reply == 0:  # allowed, nothing fetched: the common case is a bare integer
             return ALLOW
         outcome = _OUTCOMES[int(reply[0])]
@@ -167,29 +255,53 @@ class RedisLimiter:
         ban = load_ban(reply[3]) if outcome == BANNED else None
         return Decision(outcome, reply[1], float(reply[2]) / 1000, ban)
 
+    async def _refund(self, parts: list[_Part], answers: list[Any], member: str) -> None:
+        """Undo the parts that were admitted (best effort: a cap slot left behind by a
+        node that stopped answering expires within CONNECTION_TTL)."""
+        calls = [(part.slot, _undo(part.limits, part.caps, member))
+                 for part, answer in zip(parts, answers, strict=True)
+                 if isinstance(answer, Decision) and answer.allowed
+                 and (part.limits or part.caps)]
+        if calls:
+            try:
+                await store.gather(calls)
+            except store.StoreUnavailable:
+                pass
+
     async def refresh(self, slots: list[tuple[str, str]], ttl: float) -> None:
-        if not slots:
-            return
-        keys = [cap for cap, _ in slots]
-        args = [int(ttl * 1000), *(member for _, member in slots)]
-        await store.call(REFRESH.run(store.async_client(), keys, args), "refresh")
+        calls = [(slot, REFRESH.run(store.async_client(), [cap for cap, _ in group],
+                                    [int(ttl * 1000), *(member for _, member in group)]))
+                 for slot, group in by_slot(slots, lambda entry: entry[0])]
+        if calls:
+            await store.gather(calls)
 
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
-        if not caps:
-            return
-        client = store.async_client()
-        async with client.pipeline(transaction=False) as pipe:
-            for cap in caps:
-                pipe.zrem(cap.key, member)
-            await store.call(pipe.execute(), "release")
+        calls = [(slot, _undo([], group, member))
+                 for slot, group in by_slot(caps, lambda cap: cap.key)]
+        if calls:
+            await store.gather(calls)
 
     async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
                      member: str) -> None:
-        args: list[Any] = [len(limits)]
-        for limit in limits:
-            args += [limit.rate.count, int(limit.rate.period * 1000)]
-        keys = [*(limit.key for limit in limits), *(cap.key for cap in caps)]
-        await store.call(REFUND.run(store.async_client(), keys, [*args, member]))
+        calls = [(slot, _undo([e for e in group if isinstance(e, Limit)],
+                              [e for e in group if isinstance(e, Cap)], member))
+                 for slot, group in by_slot([*limits, *caps], lambda entry: entry.key)]
+        if calls:
+            await store.gather(calls)
+
+
+def _undo(limits: list[Limit], caps: list[Cap], member: str) -> Any:
+    """One REFUND call (one slot): rate charges moved back, ``member`` out of the cap sets."""
+    args: list[Any] = [len(limits)]
+    for limit in limits:
+        args += [limit.rate.count, int(limit.rate.period * 1000)]
+    return REFUND.run(store.async_client(), [*(limit.key for limit in limits),
+                                             *(cap.key for cap in caps)], [*args, member])
+
+
+def _position(order: list[Any], key: str) -> int:
+    keys = [item if isinstance(item, str) else item.key for item in order]
+    return keys.index(key) if key in keys else len(keys)  # a CIDR ban: not passed in
 
 
 class LocalLimiter:

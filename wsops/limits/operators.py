@@ -2,7 +2,9 @@
 
 Everything here runs on the blocking client from commands and views, never on
 a socket's path. Reads use SCAN (never KEYS) so they stay safe on a Redis with
-millions of keys; the key layout is in ``wsops.limits.keys``.
+millions of keys; on a Redis Cluster SCAN runs on every master and the results
+are merged (values are then read with per-slot MGETs). The key layout is in
+``wsops.limits.keys``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .. import store
 from ..clientip import address_key, canonical_network, parse_address
 from ..conf import get_settings
 from .engine import load_ban
-from .keys import ban_key, ban_lengths_key, network_ban_key
+from .keys import NETWORK_TAG, ban_key, ban_lengths_key, network_ban_key, tag, untag
 
 
 def ban(client: Any, identity: Identity, seconds: int, reason: str = "") -> dict[str, Any]:
@@ -121,31 +123,49 @@ def ip_matches(address: str | None, ident: str) -> bool:
 
 
 def _split_key(key: str, base: str) -> list[str]:
-    """``<prefix>wsops:rl:connect:ip:::1`` -> ``["connect", "ip", "::1"]`` (ids may hold ':')."""
+    """``<prefix>wsops:rl:connect:{ip:::1}`` -> ``["connect", "ip", "::1"]``,
+    ``wsops:conn:{user:42}`` -> ``["user", "42"]`` (ids may hold ':')."""
     rest = key[len(base):]
     if rest.startswith("rl:"):
-        bucket, kind, ident = rest[3:].split(":", 2)
-        return [bucket, kind, ident]
-    return rest.split(":", 2)[1:]
+        bucket, _, tagged = rest[3:].partition(":")
+        return [bucket, *untag(tagged)]
+    tagged = rest.partition(":")[2]
+    if tagged.startswith(NETWORK_TAG + ":"):
+        return ["net", tagged[len(NETWORK_TAG) + 1:]]
+    return list(untag(tagged))
+
+
+def _glob(text: str) -> str:
+    """``text`` matched literally by a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _wanted(identity: Identity | None) -> str:
+    """The tagged identity part of a key pattern: one identity, or any."""
+    return tag(_glob(identity.kind), _glob(identity.id)) if identity else "{*:*}"
 
 
 def scan(client: Any, pattern: str, progress: Any = None, limit: int | None = None
          ) -> list[str]:
-    """Keys matching ``pattern`` with SCAN (never KEYS); ``progress(scanned)`` on long scans.
+    """Keys matching ``pattern`` with SCAN (never KEYS), on every master of a cluster;
+    ``progress(scanned)`` on long scans.
 
     ``limit``: stop once that many keys are found (the admin pages' bound).
     """
-    keys, cursor, scanned, started = [], 0, 0, time.monotonic()
-    while True:
-        cursor, batch = client.scan(cursor=cursor, match=pattern, count=5000)
-        keys.extend(batch)
-        scanned += 5000
-        if progress is not None and time.monotonic() - started > 1:
-            progress(scanned)
-        if limit is not None and len(keys) >= limit:
-            return keys[:limit]
-        if cursor == 0:
-            return keys
+    keys, scanned, started = [], 0, time.monotonic()
+    for node in store.primaries(client):
+        cursor = 0
+        while True:
+            cursor, batch = node.scan(cursor=cursor, match=pattern, count=5000)
+            keys.extend(batch)
+            scanned += 5000
+            if progress is not None and time.monotonic() - started > 1:
+                progress(scanned)
+            if limit is not None and len(keys) >= limit:
+                return keys[:limit]
+            if cursor == 0:
+                break
+    return keys
 
 
 def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | None = None,
@@ -156,11 +176,10 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
     base = store.key("")
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) / 1000
-    wanted_kind = identity.kind if identity else "*"
-    wanted_id = identity.id if identity else "*"
+    wanted = _wanted(identity)
 
     counters = []
-    rate_keys = scan(client, f"{base}rl:{bucket or '*'}:{wanted_kind}:{wanted_id}", progress,
+    rate_keys = scan(client, f"{base}rl:{_glob(bucket) if bucket else '*'}:{wanted}", progress,
                      limit) if bucket not in ("connections", "bans") else []
     for key, raw in zip(rate_keys, _mget(client, rate_keys), strict=True):
         if raw is None:
@@ -179,7 +198,7 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
     caps = {"user": conf.MAX_CONNECTIONS_PER_USER, "ip": conf.MAX_CONNECTIONS_PER_IP}
     connections = []
     if bucket in (None, "connections"):
-        cap_keys = scan(client, f"{base}conn:{wanted_kind}:{wanted_id}", progress, limit)
+        cap_keys = scan(client, f"{base}conn:{wanted}", progress, limit)
         with client.pipeline(transaction=False) as pipe:
             for key in cap_keys:
                 pipe.zcount(key, now_ms, "+inf")
@@ -192,9 +211,9 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
 
     bans = []
     if bucket in (None, "bans"):
-        pattern = f"{base}ban:{wanted_kind}:{wanted_id}"
+        pattern = f"{base}ban:{wanted}" if identity else f"{base}ban:*"
         if identity is not None and identity.network is not None:
-            pattern = network_ban_key(identity.network)
+            pattern = _glob(network_ban_key(identity.network))
         lengths = {ban_lengths_key(4), ban_lengths_key(6)}
         ban_keys = [k for k in scan(client, pattern, progress, limit) if k not in lengths]
         with client.pipeline(transaction=False) as pipe:
@@ -217,12 +236,14 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
 
 def _mget(client: Any, keys: list[str]) -> list[str | None]:
     values: list[str | None] = []
+    mget = getattr(client, "mget_nonatomic", client.mget)  # a cluster: one MGET per slot
     for start in range(0, len(keys), 1000):
-        values.extend(client.mget(keys[start:start + 1000]))
+        values.extend(mget(keys[start:start + 1000]))
     return values
 
 
 def reset(client: Any, identity: Identity, bucket: str | None = None) -> int:
     """Delete the rate counters of an identity (one bucket, or all); return how many."""
-    keys = scan(client, f"{store.key('')}rl:{bucket or '*'}:{identity.kind}:{identity.id}")
+    keys = scan(client, f"{store.key('')}rl:{_glob(bucket) if bucket else '*'}:"
+                        f"{_wanted(identity)}")
     return client.delete(*keys) if keys else 0

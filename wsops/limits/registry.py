@@ -1,6 +1,6 @@
 """Reading the connection registry: who is connected, and through which worker.
 
-Every admitted socket of a known user holds an entry in ``wsops:conn:user:<id>``
+Every admitted socket of a known user holds an entry in ``wsops:conn:{user:<id>}``
 (a sorted set: connection id -> expiry in ms), refreshed by its worker every
 ``CONNECTION_TTL / 3``; the connection id starts with the worker's id
 (``wsops.connections.new_member``). So the registry that enforces
