@@ -25,7 +25,11 @@ TOKEN_PREFIX = "wst_abcdefgh"
 
 @pytest.fixture(params=["memory", "redis"])
 def layer(request, settings):
-    """The channel layer the workers group lives on: in memory, or channels-redis."""
+    """The channel layer the workers group lives on: in memory, or channels-redis.
+
+    Without the per-user registry a remote close goes to the whole workers group: these
+    sockets are registered with this worker only, not in Redis."""
+    settings.WSOPS = {**settings.WSOPS, "MAX_CONNECTIONS_PER_USER": None}
     if request.param == "redis":
         configure_redis(settings, request.getfixturevalue("redis_server"))
     else:

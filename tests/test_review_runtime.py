@@ -160,7 +160,10 @@ async def test_the_listener_leaves_no_receive_buffer_behind_on_channels_redis(ma
                 break
             await asyncio.sleep(0.05)
         assert registry.listener is None
-    assert len(layer.receive_buffer) <= 1  # was one queue per restart (3.4 KB each)
+    # The listener left no queue behind (it was one per restart, 3.4 KB each). Queues of
+    # the consumers' own channels are channels-redis' business (a receive cancelled while
+    # it holds the layer's receive lock keeps its queue), not counted here.
+    assert not [c for c in layer.receive_buffer if c.startswith("wsops.worker")]
     channel_layers.backends.clear()
 
 

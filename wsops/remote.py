@@ -3,7 +3,8 @@
 The same mechanism as ``wsops.push``: one ``wsops.disconnect`` event per worker
 holding a matching socket, found in the connection registry, closes on each
 the sockets whose identity matches: ``{"token": "wst_ab12cd34"}``,
-``{"user": "42"}`` (or ``{"connection": id}``). An IP, a CIDR, a deployment
+``{"user": "42"}`` (or ``{"connection": id}``). An IP, a CIDR, another
+credential's identifier (``{"token": "jwt_<jti>"}``), a deployment
 without the per-user registry (``MAX_CONNECTIONS_PER_USER`` unset) or a Redis
 that cannot answer sends the event to the whole ``wsops.workers`` group
 instead: every live worker gets it once.
@@ -17,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import codes, signals, store
 from .conf import get_settings
+from .handshake.transports import TOKEN_PREFIX
 from .push import ask_every_worker, ask_workers, token_workers, user_workers
 
 
@@ -25,6 +27,8 @@ async def _workers_for(match: dict[str, str]) -> set[str] | None:
     if len(match) != 1 or not get_settings().MAX_CONNECTIONS_PER_USER:
         return None
     (kind, ident), = match.items()
+    if kind == "token" and not ident.startswith(TOKEN_PREFIX):
+        return None  # another credential's identifier (jwt_…, drf_…): no wsops token row
     try:
         if kind == "user":
             return await user_workers(ident)
