@@ -353,9 +353,8 @@ async def test_a_refusal_in_one_slot_leaves_no_charge_in_the_others(settings, to
         assert abs(tat_now - tat_before) < 1, f"the refused attempt moved {key}"
 
 
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)  # Sentinel: one primary
 def test_identities_spread_over_every_master(settings, topology, private_redis):
-    if not isinstance(topology, ClusterTopology):
-        pytest.skip("one primary holds every key under Sentinel")
     from wsops.limits.keys import cap_key
 
     _point_at(settings, topology, private_redis)
@@ -363,9 +362,8 @@ def test_identities_spread_over_every_master(settings, topology, private_redis):
     assert masters == set(topology.masters())
 
 
+@pytest.mark.parametrize("topology", ["sentinel"], indirect=True)  # django-redis: no Cluster
 async def test_a_django_redis_cache_on_sentinel_serves_as_wsops_store(settings, topology):
-    if isinstance(topology, ClusterTopology):
-        pytest.skip("django-redis has no Cluster client")
     from wsops import store
     from wsops.limits.engine import Limit, get_limiter
     from wsops.limits.keys import rate_key
