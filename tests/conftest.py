@@ -7,6 +7,11 @@
 - ``daphne_server``: a factory that starts real daphne processes for the
   example project (``tests.settings``) and stops them; their logs are printed
   when a test fails.
+- ``pebble`` (a local ACME server), ``chromium`` (Playwright on Debian's Chromium)
+  and ``evil_site`` (an attacker's page on another origin): the front-end and
+  browser tests share them.
+- ``serve_site``: a factory that serves the site ``wsdeploy nginx`` renders with a real
+  nginx, TLS from a throwaway CA, in front of two such daphne workers.
 - Under ``CI=true`` a missing tool fails the run instead of skipping, except the
   tools named in ``WSOPS_TEST_HIDE_TOOLS`` (``.ci/run``'s second pass hides them to
   prove that a machine without them skips their tests).
@@ -19,9 +24,12 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -35,12 +43,17 @@ from tests.helpers import (
     IN_CI,
     ROOT,
     DaphneProcess,
+    Nginx,
     RedisServer,
     configure_redis,
     database_name,
     free_port,
+    render_site,
+    require_tool,
     wait_for_port,
+    write_pem,
 )
+from wsops.deploy.certs import mint
 
 _fresh_clock.install()  # before any test code reads the clock, so durations stay right
 
@@ -159,6 +172,51 @@ def daphne_server(request, tmp_path):
 
 
 @pytest.fixture
+def serve_site(tmp_path, daphne_server, settings):
+    """Factory: the rendered site on two high ports, TLS from a throwaway CA, in front of two
+    daphne workers on unix sockets. ``wsops`` overrides settings the site is rendered from;
+    ``http_extra`` goes into the http block before the site (e.g. realip for a test)."""
+    started = []
+
+    def serve(*args: str, profile: str = "intermediate", wsops: dict | None = None,
+              http_extra: str = ""):
+        if wsops:
+            settings.WSOPS = {**settings.WSOPS, **wsops}
+        leaf, key, ca = mint(["localhost", "127.0.0.1"])
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        fullchain = write_pem(certs / "fullchain.pem", leaf, ca)
+        privkey = write_pem(certs / "privkey.pem", key)
+        ca_file = write_pem(certs / "ca.pem", ca)
+        sockets = [str(tmp_path / f"daphne-{n}.sock") for n in (1, 2)]
+        workers = [daphne_server(unix_socket=s, extra_args=["--proxy-headers"]) for s in sockets]
+        http_port, https_port = free_port(), free_port()
+        (tmp_path / "logs").mkdir()
+        site = tmp_path / "site.conf"
+        render_site(site, "--domain", "localhost", "--upstream", f"unix:{sockets[0]}",
+                    "--upstream", f"unix:{sockets[1]}", "--http-port", str(http_port),
+                    "--https-port", str(https_port), "--log-dir", str(tmp_path / "logs"),
+                    "--cert", str(fullchain), "--key", str(privkey),
+                    "--acme-webroot", str(tmp_path / "acme"), "--tls-profile", profile, *args)
+        if http_extra:
+            edge = tmp_path / "edge.conf"
+            edge.write_text(f"{http_extra}\ninclude {site};\n")
+            site = edge
+        server = Nginx(tmp_path, site)
+        server.start(https_port)
+        started.append(server)
+        context = ssl.create_default_context(cafile=str(ca_file))
+        return type("Stack", (), {"http_port": http_port, "https_port": https_port,
+                                  "ssl": context, "ca_file": ca_file, "logs": tmp_path / "logs",
+                                  "workers": workers, "acme": tmp_path / "acme",
+                                  "nginx": server, "prefix": tmp_path})
+
+    yield serve
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
 def app():
     """The example project's ASGI application (SecureWebsocketStack around the chat)."""
     from chatproject.asgi import application
@@ -221,3 +279,78 @@ def _fresh_local_state():
 
     reset_local_limiter()
     yield
+
+
+@pytest.fixture
+def pebble(tmp_path):
+    """A local ACME server (pebble, with challtestsrv answering DNS: every name is
+    127.0.0.1); ``url`` is its directory, ``http_port`` and ``tls_port`` where it checks
+    HTTP-01 and TLS-ALPN-01, ``ca`` the CA of its own TLS certificate (not the one it
+    issues from)."""
+    import json
+
+    from tests.frontends import write_pem
+    from wsops.deploy.certs import mint
+
+    pebble_bin = require_tool("pebble")
+    challtestsrv = require_tool("pebble-challtestsrv")
+    leaf, key, ca = mint(["localhost", "127.0.0.1"])
+    write_pem(tmp_path / "pebble-cert.pem", leaf, ca)
+    write_pem(tmp_path / "pebble-key.pem", key)
+    write_pem(tmp_path / "pebble-ca.pem", ca)
+    acme_port, dns_port, management = free_port(), free_port(), free_port()
+    http_port, tls_port = free_port(), free_port()
+    config = {"pebble": {
+        "listenAddress": f"127.0.0.1:{acme_port}", "managementListenAddress":
+        f"127.0.0.1:{free_port()}", "certificate": str(tmp_path / "pebble-cert.pem"),
+        "privateKey": str(tmp_path / "pebble-key.pem"), "httpPort": http_port,
+        "tlsPort": tls_port, "ocspResponderURL": "", "externalAccountBindingRequired": False,
+    }}
+    (tmp_path / "pebble.json").write_text(json.dumps(config))
+    dns = subprocess.Popen([challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                            "-dns01", f"127.0.0.1:{dns_port}", "-http01", "", "-https01", "",
+                            "-tlsalpn01", "", "-management", f"127.0.0.1:{management}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([pebble_bin, "-config", str(tmp_path / "pebble.json"),
+                               "-dnsserver", f"127.0.0.1:{dns_port}"],
+                              env={**os.environ, "PEBBLE_VA_NOSLEEP": "1",
+                                   "PEBBLE_WFE_NONCEREJECT": "0"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(acme_port, process=server)
+    yield type("Pebble", (), {"url": f"https://127.0.0.1:{acme_port}/dir", "http_port": http_port,
+                              "tls_port": tls_port, "ca": tmp_path / "pebble-ca.pem"})
+    for process in (server, dns):
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def evil_site():
+    """An attacker's page on another origin (http://localhost:<port>)."""
+    pages = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pages.get(self.path, "").encode()
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield pages, f"http://localhost:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def chromium():
+    executable = require_tool("chromium")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed (pip install -e '.[dev]')", pytrace=False)
+    return executable, async_playwright

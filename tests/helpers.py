@@ -6,10 +6,15 @@
   given ``REDIS_URL`` under a per-run prefix), and pointing wsops, the cache and
   the channel layer of this process at it.
 - ``DaphneProcess``, ``free_port``, ``wait_for_port``, ``database_name``.
+- ``write_pem``, ``Nginx``, ``render_site``: PEM files from ``wsops.deploy.certs.mint``,
+  a real nginx serving a rendered site from a private prefix, ``wsdeploy nginx`` into a
+  file (the ``serve_site`` fixture and the probe tests use them).
+- ``wait_for``: poll a condition with a generous deadline (log lines are written late).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -21,6 +26,11 @@ from pathlib import Path
 
 import pytest
 from channels.layers import channel_layers
+from cryptography.hazmat.primitives import serialization
+from django.core.management import call_command
+
+from wsops.deploy.certs import _pem_key
+from wsops.deploy.nginx import minimal_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -181,3 +191,60 @@ async def echoes_in_turn(sockets: list, count: int) -> list[str]:
         await socket.send_json({"action": "echo", "text": "x"})
         replies.append((await socket.recv_json())["type"])
     return replies
+EVIL_PAGE = """<!doctype html><html><body><script>
+window.result = new Promise((resolve) => {
+  const socket = new WebSocket(%s);
+  socket.onopen = () => resolve("open");
+  socket.onerror = () => resolve("refused");
+});
+</script></body></html>"""
+
+
+def evil_page(socket_url: str) -> str:
+    """An attacker's page that opens ``socket_url``; ``window.result`` says how it went."""
+    import json
+
+    return EVIL_PAGE % json.dumps(socket_url)
+
+def write_pem(path: Path, *items) -> Path:
+    data = b""
+    for item in items:
+        data += item.public_bytes(serialization.Encoding.PEM) if hasattr(item, "public_bytes") \
+            else _pem_key(item)
+    path.write_bytes(data)
+    return path
+
+
+class Nginx:
+    def __init__(self, prefix: Path, site: Path):
+        self.binary = require_tool("nginx")
+        self.prefix = prefix
+        (prefix / "temp").mkdir(exist_ok=True)
+        run_as = "root root" if os.geteuid() == 0 else None
+        self.conf = prefix / "nginx.conf"
+        self.conf.write_text(minimal_conf(prefix, site, run_as=run_as))
+        self.process = None
+
+    def start(self, port: int) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_port(port, process=self.process)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def render_site(path: Path, *args: str) -> None:
+    call_command("wsdeploy", "nginx", "--output", str(path), "--force", *args,
+                 stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def wait_for(predicate, timeout: float = 30, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(0.1)

@@ -363,7 +363,7 @@ async def test_connect_permission_refused_at_the_handshake_passes_the_reason(gua
 
 
 def test_close_reasons_are_cut_to_a_close_frame_on_a_character_boundary(settings):
-    from wsops.consumers import _explained
+    from wsops.messages.lifecycle import explained_reason as _explained
 
     settings.WSOPS = {**settings.WSOPS, "EXPLAIN_REFUSALS": True}
     reason = _explained("é" * 100)  # 200 bytes

@@ -2,56 +2,16 @@
 a page on another origin cannot open the app's socket; the app's own page, logged in,
 gets a ticket and chats over the ``wsops`` subprotocol."""
 
-import http.server
 import re
-import threading
 
 import pytest
 from channels.db import database_sync_to_async
 
-from tests.helpers import free_port, require_tool
+from tests.helpers import evil_page, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-EVIL_PAGE = """<!doctype html><html><body><script>
-window.result = new Promise((resolve) => {
-  const socket = new WebSocket("ws://127.0.0.1:%(port)d/ws/chat/lobby/");
-  socket.onopen = () => resolve("open");
-  socket.onerror = () => resolve("refused");
-});
-</script></body></html>"""
 
-
-@pytest.fixture
-def evil_site():
-    """An attacker's page on another origin (http://localhost:<port>)."""
-    pages = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = pages.get(self.path, "").encode()
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield pages, f"http://localhost:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture
-def chromium():
-    executable = require_tool("chromium")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed (pip install -e '.[dev]')", pytrace=False)
-    return executable, async_playwright
 
 
 async def test_cross_site_page_is_refused_and_own_page_chats(daphne_server, make_user,
@@ -62,7 +22,7 @@ async def test_cross_site_page_is_refused_and_own_page_chats(daphne_server, make
     server = daphne_server(port=port, wsops={"ALLOWED_ORIGINS": [app]})
     await database_sync_to_async(make_user)("browser", perms=("chat.send_message",))
     pages, evil_origin = evil_site
-    pages["/evil.html"] = EVIL_PAGE % {"port": port}
+    pages["/evil.html"] = evil_page(f"ws://127.0.0.1:{port}/ws/chat/lobby/")
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(

@@ -522,7 +522,28 @@ async def test_a_secret_offered_without_the_wsops_marker_is_refused(app, events,
     assert events[-1]["reason"] == "malformed_credential"
 
 
-async def test_wsops_secrets_under_other_query_names_leave_the_scope(app, alice, monkeypatch):
+@pytest.mark.parametrize("query", [
+    "access_token=SECRET&room=1",  # another name
+    "Token=SECRET&room=1",  # another case
+    "%74oken=SECRET",  # percent-encoded name
+    "a=1;token=SECRET",  # inside another value (a ';' separator)
+    "x=1%26token%3DSECRET",  # an encoded '&'
+    "x=+SECRET", "x=abcSECRET",  # glued to other text
+])
+async def test_wsops_secrets_anywhere_in_the_query_are_refused_and_stripped(app, alice, query,
+                                                                          events):
+    """A wsops secret the transports do not take is refused, never ignored (the socket
+    would be anonymous, or authenticated by its cookie, with the secret in its scope)."""
+    secret = "wst_" + "c" * 43
+    outcome = await SecureCommunicator(app, f"{PATH}?{query.replace('SECRET', secret)}",
+                                       user=alice, origin=ORIGIN).outcome()
+    assert outcome.refused_before_accept
+    assert [e["reason"] for e in events] in (["query_token_disabled"],
+                                            ["malformed_credential"])
+    assert secret not in repr(events)
+
+
+async def test_other_query_values_reach_the_application(app, alice, monkeypatch):
     from chat.consumers import ChatConsumer
 
     from wsops.consumers import ActionSpec
@@ -534,12 +555,11 @@ async def test_wsops_secrets_under_other_query_names_leave_the_scope(app, alice,
         return {"type": "ok"}
 
     monkeypatch.setitem(ChatConsumer.actions, "whoami", ActionSpec("whoami", capture))
-    secret = "wst_" + "c" * 43
-    async with SecureCommunicator(app, f"{PATH}?access_token={secret}&Token=w%73t_x&room=1",
-                                  user=alice, origin=ORIGIN) as socket:
+    async with SecureCommunicator(app, f"{PATH}?room=1&q=newest_wst_x", user=alice,
+                                  origin=ORIGIN) as socket:
         await socket.send_json({"action": "whoami"})
         await socket.receive_json()
-    assert seen == [b"room=1"]
+    assert seen == [b"room=1&q=newest_wst_x"]
 
 
 async def test_operator_closes_carry_their_reason_when_explained(app, alice, settings):

@@ -27,6 +27,7 @@ from channels.auth import get_user
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
+from django.utils.functional import LazyObject
 
 from . import codes, signals, store, tickets, tokens
 from .conf import get_settings
@@ -40,16 +41,22 @@ from .scope import Scope, header
 
 
 async def authenticate(handshake: Handshake, scope: Scope) -> None:
-    """Authenticate the handshake's credential, else its session cookie; raise ``Refused``."""
+    """Authenticate the handshake's credential, else its session cookie; raise ``Refused``.
+
+    Every socket gets a ``scope["session"]``: its cookie's session, or an empty one that
+    is only created if used (so Channels' ``login()`` works on any socket).
+    """
     credential = handshake.credential
     if credential is not None:
         user, token = await verify(credential, handshake)
         scope["user"] = user
+        scope["session"] = EmptySession()
         handshake.signed_in(user, credential.transport, token)
     elif handshake.has_cookie and "cookie" in get_settings().TOKEN_TRANSPORTS:
         await authenticate_session(handshake, scope)
     else:
         scope["user"] = AnonymousUser()
+        scope["session"] = EmptySession()
 
 
 async def verify(credential: Credential, handshake: Handshake) -> tuple[Any, TokenInfo | None]:
@@ -82,17 +89,28 @@ async def _verify(credential: Credential, handshake: Handshake) -> tuple[Any, To
     return token.user, token.info()
 
 
-_session_store: Any = None
+def session_store() -> Any:
+    """``settings.SESSION_ENGINE``'s ``SessionStore`` class."""
+    return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+class EmptySession(LazyObject):
+    """A new, empty session, made only when something uses it (memory per idle socket).
+
+    Token, ticket and first-frame sockets carry no session cookie: ``login()`` works on
+    this one (save it, as on any Channels socket, to keep it), ``get_user()`` reads
+    AnonymousUser from it (read ``scope["user"]`` instead).
+    """
+
+    def _setup(self) -> None:
+        self._wrapped = session_store()()
 
 
 async def authenticate_session(handshake: Handshake, scope: Scope) -> None:
     """Django's session cookie -> ``scope["user"]``, as Channels' session stack does."""
-    global _session_store
-    if _session_store is None:
-        _session_store = import_module(settings.SESSION_ENGINE).SessionStore
     cookies = parse_cookie((header(scope, b"cookie") or b"").decode("latin-1"))
     scope["cookies"] = cookies
-    scope["session"] = _session_store(cookies.get(settings.SESSION_COOKIE_NAME))
+    scope["session"] = session_store()(cookies.get(settings.SESSION_COOKIE_NAME))
     user = await get_user(scope)  # one thread hop: session row, user row, session hash
     scope["user"] = user
     if user.is_authenticated:

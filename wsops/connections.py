@@ -34,7 +34,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import codes, signals, store
+from . import codes, metrics, signals, store
 from .conf import get_settings
 from .handshake.state import Handshake
 from .limits.engine import Cap, get_limiter
@@ -93,6 +93,7 @@ class LiveConnections:
         self.entries: dict[str, Entry] = {}
         self.ticker: asyncio.Task | None = None
         self.listener: asyncio.Task | None = None
+        self.channel: str | None = None  # the listener's channel in wsops.workers
         self.joined = asyncio.Event()
 
     async def add(self, member: str, entry: Entry) -> None:
@@ -112,10 +113,27 @@ class LiveConnections:
                 pass  # the channel layer is slow or down: serve the socket anyway
 
     def remove(self, member: str) -> Entry | None:
+        """Unregister a socket; the last one also ends the worker's background tasks and
+        its ``wsops.workers`` membership (the next socket starts them again)."""
         entry = self.entries.pop(member, None)
         if entry is not None:
             entry.closed = True
+        if not self.entries:
+            if self.ticker is not None:
+                self.ticker.cancel()  # it only sleeps between ticks
+                self.ticker = None
+            if self.listener is not None and not self.listener.done() and self.channel:
+                # Wake the listener rather than cancel it: a cancelled channels-redis
+                # receive can leave its connection stuck. It sees no socket and leaves.
+                self._send_soon(self.channel, {"type": "wsops.stop"})
         return entry
+
+    def _send_soon(self, channel: str, event: dict[str, Any]) -> None:
+        layer = get_channel_layer()
+        if layer is not None:
+            task = asyncio.get_running_loop().create_task(layer.send(channel, event))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
     async def close_matching(self, match: dict[str, str], code: int, kind: str,
                              reason: str) -> int:
@@ -194,6 +212,24 @@ class LiveConnections:
         if layer is None:
             self.joined.set()
             return
+        joined: list[str] = []  # this run's channel, once it has one
+        try:
+            await self._listen(layer, joined)
+        finally:  # the last socket closed, or the loop ended
+            for channel in joined:
+                try:
+                    await layer.group_discard(WORKERS_GROUP, channel)
+                except Exception:
+                    pass
+            if self.listener is asyncio.current_task():
+                self.listener = self.channel = None
+                if self.entries:  # a socket arrived while this one was leaving
+                    self.joined.clear()
+                    self.listener = asyncio.get_running_loop().create_task(
+                        self._listen_forever())
+
+    async def _listen(self, layer: Any, joined: list[str]) -> None:
+        """Receive remote-close events on one channel in ``wsops.workers``."""
         channel = None
         # None, never 0.0: time.monotonic() counts from boot, so on a host up for less
         # than GROUP_RENEW seconds "now - 0.0 > GROUP_RENEW" would never be true.
@@ -201,17 +237,18 @@ class LiveConnections:
         while self.entries:
             try:
                 if channel is None:
-                    channel = await layer.new_channel("wsops.worker.")
+                    channel = self.channel = await layer.new_channel("wsops.worker.")
+                    joined.append(channel)
                 if joined_at is None or time.monotonic() - joined_at > GROUP_RENEW:
                     await layer.group_add(WORKERS_GROUP, channel)
                     joined_at = time.monotonic()
                     self.joined.set()
                 # Wake up to renew the membership even when no event arrives.
                 event = await asyncio.wait_for(layer.receive(channel), timeout=GROUP_RENEW)
-            except asyncio.CancelledError:
-                raise
             except asyncio.TimeoutError:
                 continue
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 await asyncio.sleep(1)  # layer unreachable: try again, never crash
                 joined_at = None
@@ -220,11 +257,6 @@ class LiveConnections:
                 await self.close_matching(event["match"], int(event.get("code", 4401)),
                                           str(event.get("kind", signals.AUTH)),
                                           str(event.get("reason", "disconnected")))
-        if channel is not None:
-            try:
-                await layer.group_discard(WORKERS_GROUP, channel)
-            except Exception:
-                pass
 
 
 def refresh_user(user: Any, fresh: Any) -> None:
@@ -253,7 +285,7 @@ async def serve_registered(handshake: Handshake, scope: Scope, receive: Receive,
     handshake.admission = None  # the entry holds the slots from now on
     await registry.add(member, entry)
     try:
-        return await inner(scope, receive, send)
+        return await metrics.observed(inner, scope, receive, send)
     finally:
         registry.remove(member)
         if entry.caps:  # a first-frame login may have added slots
@@ -263,6 +295,7 @@ async def serve_registered(handshake: Handshake, scope: Scope, receive: Receive,
                 pass  # they expire within CONNECTION_TTL
 
 
+_background: set[asyncio.Task] = set()  # fire-and-forget sends, kept until done
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveConnections] = (
     weakref.WeakKeyDictionary()
 )

@@ -19,15 +19,13 @@ stack by ``wsops.connections``, not per consumer.
 
 from __future__ import annotations
 
-import json
+import logging
 from typing import Any
 
 from channels.db import aclose_old_connections
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from . import codes, signals
-from .conf import get_settings
+from . import codes, metrics, signals
 from .messages.actions import (
     ActionRefused,
     ActionSpec,
@@ -35,23 +33,38 @@ from .messages.actions import (
     declared_actions,
     forbidden,
     invalid_input,
+    server_error_frame,
     throttled,
 )
 from .messages.guard import MessageGuard
 from .messages.hygiene import DispatchWithoutHop
+from .messages.lifecycle import Lifecycle
 from .messages.login import FirstFrameLogin
-from .messages.parsing import MAX_ECHO_LENGTH, decode, echoable_action, envelope, valid_id
+from .messages.parsing import (
+    MAX_ECHO_LENGTH,
+    JsonCodec,
+    decode,
+    echoable_action,
+    envelope,
+    valid_id,
+)
 from .messages.rates import MessageRates
 from .messages.validation import validate
 from .permissions import BasePermission, PermissionCache
 from .scope import signed_in_user
 
-CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
-_json_separators = (",", ":")
+logger = logging.getLogger("wsops")
+# What a frame without an action is charged as: no rate of its own, the user's rate.
+PLAIN_FRAME = ActionSpec("receive_json", handler=AsyncJsonWebsocketConsumer.receive_json)
 
 
-class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebsocketConsumer):
-    """An async JSON consumer whose messages are ``{"action": name, ...payload}``."""
+class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle, JsonCodec,
+                                  AsyncJsonWebsocketConsumer):
+    """An ``AsyncJsonWebsocketConsumer`` whose messages are ``{"action": name, ...payload}``.
+
+    Frames without an ``"action"`` key go to ``receive_json()`` when the subclass
+    defines it (behind the same guard), else they are ``unknown_action``.
+    """
 
     #: Checked before the socket is accepted: 4401 for anonymous, 4403 otherwise.
     connect_permission: BasePermission | None = None
@@ -61,7 +74,13 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebs
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.receive is not AsyncJsonWebsocketConsumer.receive:
+            raise TypeError(f"{cls.__qualname__} overrides receive(), which "
+                            "SecureJsonWebsocketConsumer never calls: frames are dispatched as "
+                            "actions; define receive_json() for frames without an action")
         cls.actions = declared_actions(cls)
+        cls.uses_default_codec()
+        cls._plain_frames = cls.receive_json is not AsyncJsonWebsocketConsumer.receive_json
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -69,52 +88,6 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebs
         self._rates: MessageRates | None = None  # created on first use (memory per socket)
         self._permissions: PermissionCache | None = None
         self._accepted = self._admitted = self._closing = False
-
-    # --- lifecycle ---------------------------------------------------------------------
-
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
-        if not await self._await_login():
-            await self._admit()
-
-    async def _admit(self) -> None:
-        """``connect_permission``, then Channels' class-level ``groups``, then ``connect()``."""
-        if self.connect_permission is not None and \
-                not await self.connect_permission.has_permission(self.scope):
-            anonymous = signed_in_user(self.scope) is None
-            code = codes.UNAUTHENTICATED if anonymous else codes.FORBIDDEN
-            kind = signals.AUTH if anonymous else signals.PERMISSION
-            if not self._accepted and get_settings().REJECT_WITH == "handshake":
-                signals.report(kind, self.scope, "connect_permission", close_code=code)
-                self._closing = True  # before accept: HTTP 403
-                return await self.close(reason=_explained("connect_permission"))
-            return await self._close_refused(kind, "connect_permission", code)
-        self._admitted = True
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-        await self.connect()
-
-    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
-        if not self._accepted:  # message-transport sockets are accepted before connect()
-            self._accepted = True
-            await super().accept(subprotocol, headers)
-
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        """Run ``disconnect()`` only if ``connect()`` ran: a refused socket has nothing to undo."""
-        self._closing = True
-        self._cancel_login_deadline()
-        if self._admitted:
-            await super().websocket_disconnect(message)  # raises StopConsumer
-        raise StopConsumer()
-
-    async def _close_refused(self, kind: str, reason: str, code: int, **extra: Any) -> None:
-        """One security event, then close once (the reason only when refusals are explained)."""
-        if self._closing:
-            return
-        self._closing = True
-        signals.report(kind, self.scope, reason, close_code=code, **extra)
-        if not self._accepted:
-            await self.accept()
-        await self.close(code, _explained(reason))
 
     # --- frames ------------------------------------------------------------------------
 
@@ -147,36 +120,58 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebs
     async def _handle_text(self, text: str) -> None:
         """Parse -> look up -> rates -> permission -> validate -> dispatch."""
         try:
-            content = decode(text)
-        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+            content = decode(text) if self._own_decoder else await self.decode_json(text)
+        except Exception:  # ValueError; RecursionError for "[[[[..."; a decode_json's own
+            # error, whatever its class: the frame could not be read, and that is the client's
             return await self._refused(None, None, invalid_input(
                 codes.INVALID_JSON, "invalid_json", "Malformed JSON."))
         if type(content) is not dict:
             return await self._refused(None, None, invalid_input(
                 codes.INVALID_JSON, "not_an_object", "Expected a JSON object."))
+        if self._plain_frames and "action" not in content:
+            return await self._serve(None, None, self._run_plain(content))
         name, request_id = content.pop("action", None), content.pop("id", None)
         spec = self.actions.get(name) if type(name) is str else None
         echoed = name if spec is not None else echoable_action(name)
-        try:
-            if request_id is not None and not valid_id(request_id):
-                request_id = None
-                raise invalid_input(codes.INVALID, "invalid_id", "Expected a string of at most "
-                                    f"{MAX_ECHO_LENGTH} characters or an integer.", field="id")
-            if spec is None:
-                raise invalid_input(codes.UNKNOWN_ACTION, "unknown_action", "Unknown action.",
-                                    field="action")
-            reply = await self._run(spec, content)
-        except ActionRefused as refusal:
-            return await self._refused(echoed, request_id, refusal)
-        if isinstance(reply, dict):
-            await self.send_json(reply if request_id is None else {**reply, "id": request_id})
+        if request_id is not None and not valid_id(request_id):
+            return await self._refused(echoed, None, invalid_input(
+                codes.INVALID, "invalid_id",
+                f"Expected a string of at most {MAX_ECHO_LENGTH} characters or an integer.",
+                field="id"))
+        if spec is None:
+            return await self._refused(echoed, request_id, invalid_input(
+                codes.UNKNOWN_ACTION, "unknown_action", "Unknown action.", field="action"))
+        await self._serve(echoed, request_id, self._run(spec, content))
 
-    async def _run(self, spec: ActionSpec, payload: dict[str, Any]) -> Any:
+    async def _serve(self, name: str | None, request_id: Any, work: Any) -> None:
+        """Await the handler and send its reply; its failure is the server's, not the client's."""
+        try:
+            reply = await work
+            metrics.message("ok")
+            if isinstance(reply, dict):
+                await self.send_json(reply if request_id is None else {**reply, "id": request_id})
+        except ActionRefused as refusal:
+            await self._refused(name, request_id, refusal)
+        except Exception:
+            logger.exception("wsops: %s failed on action %r", type(self).__qualname__, name)
+            await self.send_json(server_error_frame(name, request_id))
+
+    async def _charge(self, spec: ActionSpec) -> None:
+        """The per-user rate (and the action's): one Redis trip, or in process."""
         if self._rates is None:
             user = signed_in_user(self.scope)
             self._rates = MessageRates(user.pk if user is not None else None)
-        await self._rates.check(spec)
+        plan = self._rates.plan(spec)
+        if plan.local or plan.limits:
+            await self._rates.check(plan)
         self.guard.passed()
+
+    async def _run_plain(self, content: dict[str, Any]) -> Any:
+        await self._charge(PLAIN_FRAME)  # RATES["user_message"] counts these frames too
+        return await self.receive_json(content)
+
+    async def _run(self, spec: ActionSpec, payload: dict[str, Any]) -> Any:
+        await self._charge(spec)
         if spec.permission is not None:
             self._permissions = self._permissions or PermissionCache()
             if not await self._permissions.allows(spec.permission, self.scope):
@@ -189,24 +184,10 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, AsyncWebs
     async def _refused(self, name: str | None, request_id: Any, refusal: ActionRefused) -> None:
         """One event and the error frame; a close when the client has earned one."""
         signals.report(refusal.kind, self.scope, refusal.reason, action=name)
+        metrics.message("refused", refusal.code)
         await self.send_json(refusal.frame(name, request_id))
         if (close := self.guard.close_after(refusal)) is not None:
             await self._close_refused(*close)
-
-    async def send_json(self, content: Any, close: bool = False) -> None:
-        await self.send(text_data=json.dumps(content, separators=_json_separators),
-                        close=close)
-
-
-def _explained(reason: str) -> str | None:
-    """The close reason to send: ``reason`` when refusals are explained, else None.
-
-    Cut to what a close frame holds (never inside a UTF-8 sequence), whatever the
-    server: a ban reason is operator text of any length.
-    """
-    if not get_settings().explain_refusals:
-        return None
-    return reason.encode()[:CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
 __all__ = ["ActionRefused", "ActionSpec", "SecureJsonWebsocketConsumer", "action"]

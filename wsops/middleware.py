@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from . import auth, store, tokens
 from .codes import FORBIDDEN
 from .connections import new_member
@@ -46,12 +48,13 @@ from .handshake.admission import (
     decide,
     identity_checks,
     ip_cap,
+    refund,
     refusal_for,
     release,
 )
 from .handshake.refusal import Refused
 from .handshake.runner import Step, run
-from .handshake.state import Handshake
+from .handshake.state import Admission, Handshake
 from .handshake.transports import TOKEN
 from .origins import build_policy, current_policy
 from .scope import Application, Receive, Scope, Send
@@ -86,16 +89,45 @@ class ConnectThrottle(Step):
             fetch = tokens.cache_key(secret_hash)
             if self.with_identity:
                 owner = tokens.known_owner(secret_hash)
-        if owner is None:
-            decision = await decide(checks, fetch=fetch, network=handshake.ip)
-            if decision is not None and not decision.allowed:
-                raise refusal_for(decision)
-            if decision is not None and fetch:
-                handshake.cached_token = decision.fetched
+        if owner is not None and await self._decide_known_owner(handshake, checks, owner,
+                                                                secret_hash, fetch):
             return
-        checks += identity_checks(owner, credential.prefix) + ip_cap(handshake.ip_key)
-        handshake.admission = await admit(handshake, checks, new_member(), owner,
-                                          fetch=fetch, network=handshake.ip)
+        decision = await decide(checks, fetch=fetch, network=handshake.ip)
+        if decision is not None and not decision.allowed:
+            raise refusal_for(decision)
+        if decision is not None and fetch:
+            handshake.cached_token = decision.fetched
+
+    async def _decide_known_owner(self, handshake: Handshake, checks: Checks, owner: str,
+                                  secret_hash: str, fetch: str) -> bool:
+        """The IP checks with the identity of the owner this worker saw the token verified
+        for. False when that guess cannot be trusted: then the caller decides the IP checks
+        alone, and ConnectionRegistry decides whoever the token turns out to be.
+
+        The guess holds when the token-cache entry read in the same trip names the same
+        owner. No entry (revoked, expired, evicted) or another owner: what the guess
+        charged is refunded. A refusal of the identity part is not trusted either (a
+        re-owned token must not carry its old owner's ban).
+        """
+        identity = identity_checks(owner, handshake.credential.prefix) + \
+            ip_cap(handshake.ip_key)
+        try:
+            admission = await admit(handshake, checks + identity, new_member(), owner,
+                                    fetch=fetch, network=handshake.ip)
+        except Refused as refused:
+            if refused.extra.get("key") not in identity.key_names():
+                raise  # the address's own ban or rate
+            tokens.forget_owner(secret_hash)
+            return False
+        guessed = Admission(owner, admission.member, identity.caps, identity.limits)
+        if not (admission.caps or admission.limits):
+            return True  # Redis down and FAIL_MODE open: nothing decided, nothing charged
+        if tokens.cached_owner(handshake.cached_token) == owner:
+            handshake.admission = guessed
+            return True
+        await refund(guessed)
+        tokens.forget_owner(secret_hash)
+        return True
 
 
 class OriginGuard(Step):
@@ -108,13 +140,21 @@ class OriginGuard(Step):
     the consumer's ``connect_permission`` decides), but a present Origin must be
     allowed. ``Origin: null`` (sandboxed iframes, file: pages) is always refused.
 
-    ``allowed_origins`` overrides ``WSOPS["ALLOWED_ORIGINS"]`` for this route.
+    ``allowed_origins`` overrides ``WSOPS["ALLOWED_ORIGINS"]`` for this route; it also takes
+    the patterns of Channels' ``OriginValidator`` (``"app.example.com"``, ``".example.com"``,
+    ``"*"``) with Channels' meaning, and anything else raises ``ImproperlyConfigured`` here,
+    not at the first connection.
     """
 
     def __init__(self, inner: Application | None = None,
-                 allowed_origins: list[str] | None = None) -> None:
+                 allowed_origins: list[str] | tuple[str, ...] | None = None) -> None:
         super().__init__(inner)
-        self.policy = build_policy(allowed_origins) if allowed_origins is not None else None
+        self.policy = None
+        if allowed_origins is not None:
+            try:
+                self.policy = build_policy(allowed_origins, channels_forms=True)
+            except ValueError as error:
+                raise ImproperlyConfigured(f"OriginGuard(allowed_origins=...): {error}") from None
 
     async def check(self, handshake: Handshake, scope: Scope) -> None:
         origin = handshake.origin

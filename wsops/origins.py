@@ -9,6 +9,12 @@ Patterns: exact (``https://app.example.com``), with a port
 (``https://app.example.com:8443``), subdomain wildcards
 (``https://*.example.com``: any subdomain, never ``example.com.evil.net`` or
 ``evilexample.com``), or ``*`` (anything; ``wssecure check`` flags it).
+
+``OriginGuard(app, [...])`` also takes the forms of Channels' ``OriginValidator``,
+with Channels' meaning: a bare host (``app.example.com``: that host over http or
+https, any port), a leading dot (``.example.com``, also ``https://.example.com``:
+the domain and all its subdomains). Anything else is refused when the guard is
+built, with what is allowed.
 """
 
 from __future__ import annotations
@@ -27,16 +33,19 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 @dataclass(frozen=True)
 class OriginPattern:
-    scheme: str
+    scheme: str | None  # None: http or https (Channels' bare-host form)
     host: str  # lower-case; "*.example.com" for a wildcard
-    port: int | None  # None: any port (only derived under DEBUG)
+    port: int | None  # None: any port (derived under DEBUG, or Channels' bare-host form)
+    and_domain: bool = False  # "*.example.com" also matches "example.com" (".example.com")
 
     def matches(self, scheme: str, host: str, port: int) -> bool:
-        if scheme != self.scheme or (self.port is not None and port != self.port):
+        if (self.scheme is not None and scheme != self.scheme) or \
+                (self.port is not None and port != self.port):
             return False
         if self.host.startswith("*."):
             suffix = self.host[1:]  # ".example.com"
-            return host.endswith(suffix) and len(host) > len(suffix)
+            return (host.endswith(suffix) and len(host) > len(suffix)) or \
+                (self.and_domain and host == suffix[1:])
         return host == self.host
 
 
@@ -74,18 +83,53 @@ def parse_origin(origin: str | None) -> tuple[str, str, int] | None:
     port = int(match["port"]) if match["port"] else DEFAULT_PORTS.get(scheme)
     if scheme not in DEFAULT_PORTS or port is None or port > 65535:
         return None
-    host = match["host"].lower()
+    host = match["host"].lower().strip("[]")  # IPv6 literals compare without brackets
     if host.endswith(".."):
         return None
     return scheme, host.removesuffix("."), port
 
 
-def compile_pattern(pattern: str) -> OriginPattern:
-    """``"https://*.example.com"`` -> OriginPattern; a ``:*`` port (DEBUG only) means any port."""
-    any_port = pattern.endswith(":*")
-    parts = urlsplit(pattern[:-2] if any_port else pattern.lower())
-    port = None if any_port else parts.port or DEFAULT_PORTS[parts.scheme]
-    return OriginPattern(parts.scheme, (parts.hostname or "").lower(), port)
+# A pattern's host: a name (optionally "*." or "." in front), or an IP literal.
+_HOST_RE = re.compile(r"(?:\*\.|\.)?[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]*:[0-9a-f:.]*")
+PATTERN_HELP = ('origins like "https://app.example.com", "https://app.example.com:8443", '
+                '"https://*.example.com" or "*"')
+CHANNELS_PATTERN_HELP = (PATTERN_HELP.removesuffix(' or "*"') + ', "*", or the forms of '
+                         'Channels\' OriginValidator: "app.example.com", ".example.com"')
+
+
+def compile_pattern(pattern: str, *, channels_forms: bool = False) -> OriginPattern:
+    """``"https://*.example.com"`` -> OriginPattern; raise ValueError with what is allowed.
+
+    A ``:*`` port (derived under DEBUG) means any port. ``channels_forms`` also accepts
+    Channels' bare host and leading-dot patterns (``OriginGuard``'s argument).
+    """
+    allowed = CHANNELS_PATTERN_HELP if channels_forms else PATTERN_HELP
+    refused = ValueError(f"expected {allowed}, got {pattern!r}")
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= 300:
+        raise refused
+    text = pattern.strip().lower()
+    any_port = text.endswith(":*")
+    text = text.removesuffix(":*")
+    if channels_forms and "://" not in text:
+        text = "//" + text  # Channels' bare host: http or https, any port
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        raise refused from None
+    scheme = parts.scheme or None
+    if (scheme not in DEFAULT_PORTS and scheme is not None) or not _HOST_RE.fullmatch(host) \
+            or "@" in parts.netloc or parts.path not in ("", "/") or parts.query \
+            or parts.fragment or (scheme is None and not channels_forms) \
+            or (host.startswith(".") and not channels_forms):
+        raise refused
+    and_domain = host.startswith(".")  # Channels: the domain and all its subdomains
+    if scheme is None or any_port:
+        port = None
+    elif port is None:
+        port = DEFAULT_PORTS[scheme]
+    return OriginPattern(scheme, "*" + host if and_domain else host, port, and_domain)
 
 
 def derived_origins() -> list[str]:
@@ -117,10 +161,15 @@ def current_policy() -> OriginPolicy:
     return build_policy(list(configured) if configured is not None else derived_origins())
 
 
-def build_policy(origins: list[str]) -> OriginPolicy:
+def build_policy(origins: list[str] | tuple[str, ...], *, channels_forms: bool = False,
+                 ) -> OriginPolicy:
+    """The policy of a list of patterns; ValueError naming the first bad one."""
+    if isinstance(origins, str) or not isinstance(origins, (list, tuple)):
+        raise ValueError(f"expected a list of origin patterns, got {origins!r}")
     if "*" in origins:
         return OriginPolicy((), allow_any=True)
-    return OriginPolicy(tuple(compile_pattern(o) for o in origins))
+    return OriginPolicy(tuple(compile_pattern(o, channels_forms=channels_forms)
+                              for o in origins))
 
 
 on_reload(current_policy.cache_clear)

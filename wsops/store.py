@@ -28,6 +28,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from django.conf import settings as django_settings
 
+from . import metrics
 from .conf import get_settings, on_reload
 
 logger = logging.getLogger("wsops")
@@ -312,6 +313,7 @@ class OutageTracker:
 
     def failed(self, error: BaseException, where: Any = None) -> StoreUnavailable:
         if not self.failing:
+            metrics.redis_up(False)
             logger.warning(
                 "wsops: Redis at %s is unreachable (%s); FAIL_MODE=%r applies until it returns.",
                 describe(), error.__class__.__name__, get_settings().FAIL_MODE,
@@ -327,6 +329,7 @@ class OutageTracker:
         for stale in [w for w, at in self.failing.items() if at < forgotten]:
             del self.failing[stale]
         if not self.failing:
+            metrics.redis_up(True)
             logger.warning("wsops: Redis at %s is reachable again.", describe())
 
 
@@ -359,23 +362,27 @@ async def _ready() -> None:
             _ready_clients.add(client)
 
 
-async def call(coro: Any, where: Any = None) -> Any:
-    """Await a Redis coroutine, mapping failures to StoreUnavailable (``where``: the
-    cluster slot it touches, when known, for the outage tracking)."""
+async def call(coro: Any, operation: str = "other", where: Any = None) -> Any:
+    """Await a Redis coroutine, mapping failures to StoreUnavailable.
+
+    ``operation`` names it in the ``wsops_redis_seconds`` histogram (failures included);
+    ``where``: the cluster slot it touches, when known, for the outage tracking.
+    """
     try:
         await _ready()
     except store_errors() as error:
         coro.close()  # never started
         raise outage.failed(error, where)
     try:
-        result = await coro
+        with metrics.redis_timer(operation):
+            result = await coro
     except store_errors() as error:
         raise outage.failed(error, where)
     outage.succeeded(where)
     return result
 
 
-async def gather(calls: list[tuple[Any, Any]]) -> list[Any]:
+async def gather(calls: list[tuple[Any, Any]], operation: str = "other") -> list[Any]:
     """Await ``(slot, coroutine)`` calls concurrently (to different cluster nodes: one
     round trip of latency). All of them finish; if any failed, ``StoreUnavailable`` is
     raised with ``answered`` holding every result (an exception where a call failed),
@@ -386,7 +393,8 @@ async def gather(calls: list[tuple[Any, Any]]) -> list[Any]:
         for _, coro in calls:
             coro.close()
         raise outage.failed(error)
-    results = await asyncio.gather(*(coro for _, coro in calls), return_exceptions=True)
+    with metrics.redis_timer(operation):
+        results = await asyncio.gather(*(coro for _, coro in calls), return_exceptions=True)
     errors = store_errors()
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, errors):

@@ -38,7 +38,7 @@ from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from . import sealing, store
+from . import metrics, sealing, store
 from .conf import get_settings
 from .handshake.state import NOT_FETCHED, TokenInfo
 from .handshake.transports import TOKEN_PREFIX, TOKEN_RE
@@ -293,9 +293,12 @@ def _unpack(raw: str | None, secret_hash: str) -> VerifiedToken | None:
         return None
 
 
-# Token hash -> its owner's pk, for tokens this worker has verified: a token's owner never
-# changes, so the next handshake can decide the owner's bans, rate and caps in the same
-# Redis trip as the IP checks (``ConnectThrottle``), before the token is verified again.
+# Token hash -> its owner's pk, for tokens this worker has verified, so the next handshake
+# can decide the owner's bans, rate and caps in the same Redis trip as the IP checks
+# (``ConnectThrottle``), ahead of verifying the token again. That guess is checked against
+# the token-cache entry read in the same trip (``cached_owner``): a revoked token has no
+# entry, a re-owned one names its new owner, and then the early decision is refunded.
+# A token this worker finds invalid is dropped from here.
 _owners: dict[str, str] = {}
 MAX_KNOWN_OWNERS = 100_000
 
@@ -304,16 +307,25 @@ def known_owner(secret_hash: str) -> str | None:
     return _owners.get(secret_hash)
 
 
+def forget_owner(secret_hash: str) -> None:
+    _owners.pop(secret_hash, None)
+
+
 def _learn_owner(secret_hash: str, owner_pk: Any) -> None:
-    if secret_hash not in _owners:
-        if len(_owners) >= MAX_KNOWN_OWNERS:
-            del _owners[next(iter(_owners))]  # the oldest
-        _owners[secret_hash] = str(owner_pk)
+    if secret_hash not in _owners and len(_owners) >= MAX_KNOWN_OWNERS:
+        del _owners[next(iter(_owners))]  # the oldest
+    _owners[secret_hash] = str(owner_pk)
+
+
+def cached_owner(raw: Any) -> str | None:
+    """The owner's pk a raw token-cache entry names (before its MAC is checked), or None."""
+    parts = raw.split("|", 4) if isinstance(raw, str) else ()
+    return parts[2] if len(parts) == 5 else None
 
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
     try:
-        raw = await store.call(store.async_client().get(cache_key(secret_hash)))
+        raw = await store.call(store.async_client().get(cache_key(secret_hash)), "token_cache")
     except store.StoreUnavailable:
         return None  # the database still answers
     return _unpack(raw, secret_hash)
@@ -325,7 +337,8 @@ async def _remember(secret_hash: str, token: VerifiedToken) -> None:
         ttl = min(ttl, max(1, int(token.expires_at - now().timestamp())))
     try:
         await store.call(store.async_client().set(cache_key(secret_hash),
-                                                  _pack(secret_hash, token, ttl), ex=ttl))
+                                                  _pack(secret_hash, token, ttl), ex=ttl),
+                         "token_cache")
     except store.StoreUnavailable:
         pass
 
@@ -345,11 +358,18 @@ async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) 
         token = await _cached(secret_hash)
     else:
         token = _unpack(cached, secret_hash)
-    if token is None:
-        token = await database_sync_to_async(_load_from_db)(secret_hash, public_prefix(secret))
-        if shared:
-            await _remember(secret_hash, token)
-    _check(token)
+    if shared:
+        metrics.token_cache("hit" if token is not None else "miss")
+    try:
+        if token is None:
+            token = await database_sync_to_async(_load_from_db)(secret_hash,
+                                                                 public_prefix(secret))
+            if shared:
+                await _remember(secret_hash, token)
+        _check(token)
+    except TokenInvalid:
+        forget_owner(secret_hash)  # no early identity decisions for a token that fails
+        raise
     _learn_owner(secret_hash, token.user.pk)
     if touch:
         _touch_soon(token.id)

@@ -14,24 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import crossplane
-from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning
+from django.core.checks import CheckMessage
 
-OLD_PROTOCOLS = {"SSLv2", "SSLv3", "TLSv1", "TLSv1.1"}
+from . import frontend
+from .frontend import OLD_PROTOCOLS, PING_INTERVAL, ConfigError, walk
+
 NGINX_DEFAULT_PROTOCOLS = "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3"  # before nginx 1.23.4
-WEAK_CIPHER_PARTS = ("RC4", "DES", "MD5", "NULL", "EXPORT", "EXP-", "ANULL", "ENULL", "ADH",
-                     "AECDH", "PSK", "SEED", "IDEA")
 QUERY_VARIABLES = re.compile(r"\$(request|request_uri|args|query_string|arg_\w+)\b")
 # error_log severities, most verbose first; a message is written at its level and above.
 LOG_LEVELS = ["debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"]
 UPSTREAM_NOTE = ("nginx also logs upstream errors (a worker down, a timeout) at level error "
                  "with the request line, query string included: no setting leaves it out, so "
                  "keep the error log private (tickets are single-use and expire in seconds).")
-PING_INTERVAL = 20  # daphne's default keepalive ping, seconds
-
-
-class ConfigError(Exception):
-    """The file cannot be read or parsed (a usage error for the command)."""
 
 
 @dataclass
@@ -116,7 +110,7 @@ class Server:
     def location_for(self, uri: str) -> Block | None:
         """The prefix location nginx picks for ``uri`` (regex locations are not modelled)."""
         best, best_length = None, -1
-        for location in (b for b in _walk(self.block) if b.name == "location"):
+        for location in (b for b in walk(self.block) if b.name == "location"):
             prefix = location.args[-1] if location.args else ""
             modifier = location.args[0] if len(location.args) == 2 else ""
             if modifier in ("~", "~*"):
@@ -155,25 +149,17 @@ def check_tls(server: Server) -> list[CheckMessage]:
     old = sorted(OLD_PROTOCOLS.intersection(enabled))
     where = protocols.where if protocols else server.block.where
     if old:
-        messages.append(Error(
-            f"{where}: TLS server enables {', '.join(old)}"
-            + ("" if protocols else " (nginx's default: ssl_protocols is not set)") + ".",
-            hint="ssl_protocols TLSv1.2 TLSv1.3; (wsdeploy nginx renders Mozilla's profiles)",
-            id="wsops.E101"))
+        messages.append(frontend.old_protocols(
+            where, old, "" if protocols else " (nginx's default: ssl_protocols is not set)",
+            hint="ssl_protocols TLSv1.2 TLSv1.3; (wsdeploy nginx renders Mozilla's profiles)"))
     ciphers = server.setting("ssl_ciphers")
-    if ciphers and ciphers.args:
-        weak = [c for c in ciphers.args[0].split(":") if c and c[0] not in "!-"
-                and any(part in c.upper() for part in WEAK_CIPHER_PARTS)]
-        if weak:
-            messages.append(Error(f"{ciphers.where}: weak ciphers enabled: {', '.join(weak)}.",
-                                  hint="Use Mozilla's intermediate cipher list (ECDHE + AEAD).",
-                                  id="wsops.E102"))
+    if ciphers and ciphers.args and (weak := frontend.weak_ciphers(ciphers.args[0].split(":"))):
+        messages.append(frontend.weak_cipher_suites(ciphers.where, weak))
     headers = _header_names(server.inherited_all("add_header"))
     if "strict-transport-security" not in headers:
-        messages.append(Warning(f"{server.block.where}: TLS server sends no "
-                                "Strict-Transport-Security header.",
-                                hint='add_header Strict-Transport-Security "max-age=63072000; '
-                                     'includeSubDomains" always;', id="wsops.W101"))
+        messages.append(frontend.no_hsts(server.block.where,
+                                         hint='add_header Strict-Transport-Security '
+                                              '"max-age=63072000; includeSubDomains" always;'))
     return messages
 
 
@@ -190,11 +176,9 @@ def check_websocket_location(server: Server, prefix: str,
         problems = [f"no proxy_set_header {h.title()}" for h in missing]
         if version is None or version.args != ["1.1"]:
             problems.append("proxy_http_version is not 1.1")
-        messages.append(Error(f"{location.where}: WebSocket location {prefix!r}: "
-                              f"{'; '.join(problems)}: the upgrade never reaches daphne.",
-                              hint="proxy_http_version 1.1; proxy_set_header Upgrade "
-                                   "$http_upgrade; proxy_set_header Connection "
-                                   "$connection_upgrade;", id="wsops.E103"))
+        messages.append(frontend.no_upgrade(
+            location.where, prefix, problems, hint="proxy_http_version 1.1; proxy_set_header "
+            "Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;"))
     access_log = server.setting("access_log", location)
     if access_log is None or access_log.args[:1] != ["off"]:
         format_name = access_log.args[1] if access_log and len(access_log.args) > 1 \
@@ -203,19 +187,17 @@ def check_websocket_location(server: Server, prefix: str,
                                       else "")
         if QUERY_VARIABLES.search(format_text):
             where = access_log.where if access_log else location.where
-            messages.append(Warning(
-                f"{where}: the access log of WebSocket location {prefix!r} uses format "
-                f"{format_name!r}, which records query strings (tickets end up in logs).",
+            messages.append(frontend.secrets_logged(
+                where, f"the access log of WebSocket location {prefix!r} uses format "
+                f"{format_name!r}, which records query strings (tickets end up in logs)",
                 hint="Log $uri instead of $request (wsdeploy's wsops_ws format does). "
-                     + UPSTREAM_NOTE, id="wsops.W103"))
+                     + UPSTREAM_NOTE))
     messages.extend(check_rejection_logging(server, prefix, location))
     timeout = server.setting("proxy_read_timeout", location)
     if timeout is not None and _seconds(timeout.args[0]) <= PING_INTERVAL:
-        messages.append(Warning(
-            f"{timeout.where}: proxy_read_timeout {timeout.args[0]} is not longer than "
-            f"daphne's {PING_INTERVAL}s ping interval: idle sockets are cut.",
-            hint="proxy_read_timeout 60s; (above daphne's ping interval + timeout)",
-            id="wsops.W104"))
+        messages.append(frontend.short_timeout(
+            timeout.where, f"proxy_read_timeout {timeout.args[0]}",
+            hint="proxy_read_timeout 60s; (above daphne's ping interval + timeout)"))
     return messages
 
 
@@ -245,22 +227,14 @@ def check_rejection_logging(server: Server, prefix: str, location: Block
         level = level_directive.args[0] if level_directive and level_directive.args \
             else "error"
         if level in LOG_LEVELS and LOG_LEVELS.index(level) >= threshold:
-            messages.append(Warning(
-                f"{(level_directive or location).where}: {limit} rejections in WebSocket "
+            messages.append(frontend.secrets_logged(
+                (level_directive or location).where, f"{limit} rejections in WebSocket "
                 f"location {prefix!r} are written to the error log (level {level}) with the "
-                "request line, query string and tickets included.",
+                "request line, query string and tickets included",
                 hint=f"{limit}_log_level info; (below the error_log level) and "
                      f"{limit}_status 429; so rejections are counted in the query-free "
-                     "access log instead. " + UPSTREAM_NOTE, id="wsops.W103"))
+                     "access log instead. " + UPSTREAM_NOTE))
     return messages
-
-
-def _covered(host: str, names: list[str]) -> bool:
-    for name in names:
-        if name == host or (name.startswith("*.") and host.endswith(name[1:])) or \
-                (name.startswith(".") and (host == name[1:] or host.endswith(name))):
-            return True
-    return False
 
 
 def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
@@ -269,15 +243,13 @@ def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
     all_blocks = [root, *root.all("http")]
     log_formats = {d.args[0]: " ".join(d.args[1:]) for b in all_blocks
                    for d in b.all("log_format") if d.args}
-    for directive in _walk(root):
+    for directive in walk(root):
         if directive.name == "proxy_set_header" and len(directive.args) == 2 and \
                 directive.args[0].lower() == "x-forwarded-for" and \
                 "$proxy_add_x_forwarded_for" in directive.args[1]:
-            messages.append(Warning(
-                f"{directive.where}: X-Forwarded-For appends to the client's own header: at "
-                "the edge a client can forge its address (and dodge per-IP limits and bans).",
-                hint="proxy_set_header X-Forwarded-For $remote_addr; at the edge proxy.",
-                id="wsops.W102"))
+            messages.append(frontend.forgeable_forwarded_for(
+                directive.where, "appends to the client's own header",
+                hint="proxy_set_header X-Forwarded-For $remote_addr; at the edge proxy."))
     tls_servers = [s for s in servers(root) if s.tls]
     for server in tls_servers:
         messages.extend(check_tls(server))
@@ -285,24 +257,11 @@ def check(path: str, websocket_prefixes: list[str]) -> list[CheckMessage]:
             messages.extend(check_websocket_location(server, prefix, log_formats))
         tokens = server.setting("server_tokens")
         if tokens is None or tokens.args != ["off"]:
-            messages.append(Warning(f"{(tokens or server.block).where}: server_tokens is on: "
-                                    "responses reveal the nginx version.",
-                                    hint="server_tokens off;", id="wsops.W106"))
-    names = [n for s in tls_servers for n in s.names]
-    uncovered = [h for h in settings.ALLOWED_HOSTS if h not in ("*", "localhost", "127.0.0.1",
-                                                                "[::1]", "testserver")
-                 and not h.startswith(".") and not _covered(h, names)]
-    if tls_servers and uncovered:
-        messages.append(Warning(f"{path}: no TLS server_name covers ALLOWED_HOSTS "
-                                f"{', '.join(uncovered)}.",
-                                hint="Add them to server_name (wsdeploy nginx --domain).",
-                                id="wsops.W105"))
+            messages.append(frontend.version_revealed((tokens or server.block).where,
+                                                      "server_tokens is on", "nginx",
+                                                      hint="server_tokens off;"))
+    messages.extend(frontend.names_uncovered(
+        path, [s.names for s in tls_servers], "server_name",
+        hint="Add them to server_name (wsdeploy nginx --domain)."))
     return messages
 
-
-def _walk(block: Block) -> list[Block]:
-    found = []
-    for child in block.children:
-        found.append(child)
-        found.extend(_walk(child))
-    return found

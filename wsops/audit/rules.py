@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Warning
 
 from ..conf import get_settings
-from . import asgi
+from . import advisories, asgi
 
 DAPHNE_DEFAULT_MAX_MESSAGE = 1024 * 1024
 SAFE_CAPACITY, SAFE_EXPIRY = 1000, 120
@@ -262,6 +262,10 @@ def check_channel_layer_bounds() -> list[CheckMessage]:
     return messages
 
 
+def check_vulnerable_packages() -> list[CheckMessage]:
+    return advisories.check()
+
+
 # --- deployment rules (manage.py check --deploy) ----------------------------------------
 
 
@@ -406,6 +410,9 @@ SETTINGS_RULES: list[Rule] = [
 # Imports the project's ASGI application: run by `wssecure check` and `check --deploy`,
 # not by every management command.
 ASGI_RULES: list[Rule] = [check_asgi_routes]
+# Reads the installed packages' metadata against the shipped advisory table: run by
+# `check --deploy` (and by `wssecure check`, which can read another table).
+PACKAGE_RULES: list[Rule] = [check_vulnerable_packages]
 DEPLOY_RULES: list[Rule] = [
     check_debug, check_allowed_hosts_star, check_http_origins, check_cookie_flags,
     check_in_memory_layer, check_redis_layer_security, check_shared_rate_storage,

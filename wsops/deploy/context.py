@@ -37,19 +37,41 @@ INTERMEDIATE_CIPHERS = ":".join([
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 ])
+# The same suites under Go's names (Caddy); TLS 1.3 suites are not configurable there.
+INTERMEDIATE_CIPHERS_GO = " ".join([
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+])
+# Each profile in the syntax of each front end: nginx (protocols, ciphers, curves),
+# Apache's mod_ssl (apache_protocols) and Caddy (caddy_protocols: min and max,
+# caddy_ciphers, caddy_curves).
 PROFILES = {
     "intermediate": {"protocols": "TLSv1.2 TLSv1.3", "ciphers": INTERMEDIATE_CIPHERS,
-                     "curves": "X25519:prime256v1:secp384r1"},
-    "modern": {"protocols": "TLSv1.3", "ciphers": "", "curves": "X25519:prime256v1:secp384r1"},
+                     "curves": "X25519:prime256v1:secp384r1",
+                     "apache_protocols": "-all +TLSv1.2 +TLSv1.3",
+                     "caddy_protocols": "tls1.2 tls1.3", "caddy_ciphers": INTERMEDIATE_CIPHERS_GO,
+                     "caddy_curves": "x25519 secp256r1 secp384r1"},
+    "modern": {"protocols": "TLSv1.3", "ciphers": "", "curves": "X25519:prime256v1:secp384r1",
+               "apache_protocols": "-all +TLSv1.3", "caddy_protocols": "tls1.3 tls1.3",
+               "caddy_ciphers": "", "caddy_curves": "x25519 secp256r1 secp384r1"},
 }
+# The front ends wsdeploy renders for: their default log folder and service name.
+WEB_SERVERS = {"nginx": "/var/log/nginx", "apache": "/var/log/apache2", "caddy": "/var/log/caddy"}
 DAPHNE_PING_INTERVAL = 20
 DAPHNE_PING_TIMEOUT = 30
 
 
 # Flags whose dest differs from the flag's name.
-FLAGS = {"settings_module": "--django-settings", "acme_server": "--server"}
+FLAGS = {"settings_module": "--django-settings", "acme_server": "--server",
+         "web_server": "--web-server"}
 MAX_WORKERS = 64
 MAX_HSTS_SECONDS = 1_000_000_000
+# The open-sockets alert's default capacity: 10,000 idle sockets per worker were measured
+# at ~40 KiB each (bench/README.md); past that, memory and the event loop decide.
+SOCKETS_PER_WORKER = 10_000
+MAX_SOCKETS = 100_000_000
 
 
 @dataclass
@@ -78,6 +100,10 @@ class DeployContext:
     connect_burst: int = 60
     ipv6_prefix: int = 64
     name: str = "wsops"
+    web_server: str = "nginx"
+    # Caddy: the ACME directory it gets certificates from, its admin endpoint
+    acme_ca: str = ""
+    caddy_admin: str = "localhost:2019"
     # daphne / systemd
     project_dir: str = "/srv/app"
     venv: str = "/srv/app/.venv"
@@ -86,10 +112,15 @@ class DeployContext:
     asgi_application: str = ""
     settings_module: str = ""
     writable_paths: list[str] = field(default_factory=list)
+    # metrics: Prometheus multiprocess directory, scrape path, sockets the host can hold
+    metrics_dir: str = "/run/daphne-metrics"
+    metrics_path: str = "/ws/metrics"
+    max_sockets: int = 20000
     # certbot
     email: str = ""
     deploy_hook: str = "/etc/letsencrypt/renewal-hooks/deploy/wsops-reload-nginx.sh"
     nginx_conf: str = ""
+    apache_conf: str = ""
     reload_command: str = ""
     acme_server: str = ""
     config_dir: str = ""
@@ -125,6 +156,7 @@ class DeployContext:
             session_tickets_off=version < (1, 23, 2),
             primary_domain=self.lineage,
             server_names=" ".join(self.domains),
+            server_names_comma=", ".join(self.domains),
             redirect_port="" if self.https_port == 443 else f":{self.https_port}",
             hsts=f"max-age={self.hsts_seconds}; includeSubDomains"
                  + ("; preload" if self.hsts_preload else ""),
@@ -146,10 +178,33 @@ class DeployContext:
             unit_prefix="daphne",
             # systemd creates (and ProtectSystem=strict leaves writable) /run/<this>.
             runtime_directory=runtime,
+            metrics_runtime_directory=self.metrics_dir.removeprefix("/run/"),
+            open_sockets_alert=int(self.max_sockets * 0.9),
             protect_home=self.protect_home(),
             nginx_version_text=".".join(map(str, version)),
+            apache_members=[apache_member(u) for u in self.upstreams],
+            caddy_upstreams=" ".join(caddy_upstream(u) for u in self.upstreams),
+            ws_path_patterns=["^" + re.escape(p) for p in self.ws_paths],
+            default_ports=(self.http_port, self.https_port) == (80, 443),
+            certbot=self.uses_certbot,
         )
         return values
+
+    @property
+    def uses_certbot(self) -> bool:
+        """Caddy gets its own certificates unless given one; nginx and Apache use certbot."""
+        return self.web_server != "caddy" or bool(self.cert)
+
+
+def apache_member(upstream: str) -> str:
+    """mod_proxy's form of an upstream: ``unix:/path|http://localhost`` or ``http://h:p``."""
+    return f"{upstream}|http://localhost" if upstream.startswith("unix:") \
+        else f"http://{upstream}"
+
+
+def caddy_upstream(upstream: str) -> str:
+    """Caddy's form of an upstream: ``unix//path`` or ``host:port``."""
+    return "unix/" + upstream[5:] if upstream.startswith("unix:") else upstream
 
 
 def _nginx_rate(count: int, period: float) -> tuple[int, str]:
@@ -238,8 +293,11 @@ def build(options: dict[str, Any], *, webroot: bool = True, units: bool = True
 
     ``webroot``: certificates come from certbot's webroot method (no wildcards).
     ``units``: systemd units are rendered, so settings only they use are read and checked.
+    ``options["web_server"]``: the front end (nginx by default) picks default paths.
     """
     conf = get_settings()
+    web_server = _option(options, "web_server", validate.choice, "nginx",
+                         choices=sorted(WEB_SERVERS))
     workers = _option(options, "workers", validate.integer, 2, low=1, high=MAX_WORKERS)
     profile = _option(options, "tls_profile", validate.choice, "intermediate",
                       choices=sorted(PROFILES))
@@ -258,15 +316,21 @@ def build(options: dict[str, Any], *, webroot: bool = True, units: bool = True
     if units:
         writable += [p for p in settings_writable_paths(project_dir) if p not in writable]
     connect = conf.rate("connect")
+    # Caddy gets its own certificates (automatic HTTPS) unless given a pair.
+    certbot_live = "" if web_server == "caddy" else f"/etc/letsencrypt/live/{lineage}"
     paths = {key: _option(options, key, validate.absolute_path, default) for key, default in [
-        ("cert", f"/etc/letsencrypt/live/{lineage}/fullchain.pem"),
-        ("key", f"/etc/letsencrypt/live/{lineage}/privkey.pem"),
+        ("cert", certbot_live and f"{certbot_live}/fullchain.pem"),
+        ("key", certbot_live and f"{certbot_live}/privkey.pem"),
         ("acme_webroot", "/var/www/letsencrypt"),
-        ("log_dir", "/var/log/nginx"),
+        ("log_dir", WEB_SERVERS[web_server]),
         ("venv", default_venv()),
-        ("deploy_hook", DeployContext.deploy_hook),
-        ("nginx_conf", ""), ("config_dir", ""), ("work_dir", ""), ("logs_dir", ""),
+        ("deploy_hook", DeployContext.deploy_hook.replace("nginx", web_server)),
+        ("nginx_conf", ""), ("apache_conf", ""), ("config_dir", ""), ("work_dir", ""),
+        ("logs_dir", ""),
     ]}
+    if bool(paths["cert"]) != bool(paths["key"]):
+        raise DeployError("--cert and --key go together: give both (or neither, and Caddy "
+                          "gets its own certificate)")
     return DeployContext(
         domains=domains,
         upstreams=upstreams or unix_upstreams(workers, socket_dir),
@@ -292,6 +356,9 @@ def build(options: dict[str, Any], *, webroot: bool = True, units: bool = True
         ipv6_prefix=_option(options, "ipv6_prefix", validate.integer, conf.IPV6_PREFIX,
                             "WSOPS['IPV6_PREFIX']", low=1, high=128),
         name=_option(options, "name", validate.name, "wsops"),
+        web_server=web_server,
+        acme_ca=_option(options, "acme_ca", validate.url, ""),
+        caddy_admin=_option(options, "caddy_admin", validate.caddy_admin, "localhost:2019"),
         project_dir=project_dir,
         user=_option(options, "user", validate.account, "www-data"),
         group=_option(options, "group", validate.account, "www-data"),
@@ -301,6 +368,13 @@ def build(options: dict[str, Any], *, webroot: bool = True, units: bool = True
                                 os.environ.get("DJANGO_SETTINGS_MODULE", ""),
                                 "DJANGO_SETTINGS_MODULE"),
         writable_paths=writable,
+        metrics_dir=_option(options, "metrics_dir", validate.runtime_dir,
+                            DeployContext.metrics_dir),
+        metrics_path=_option(options, "metrics_path", validate.url_path,
+                             DeployContext.metrics_path),
+        max_sockets=_option(options, "max_sockets", validate.integer,
+                            SOCKETS_PER_WORKER * (len(upstreams) if upstreams else workers),
+                            low=1, high=MAX_SOCKETS),
         email=_option(options, "email", validate.email, ""),
         reload_command=_option(options, "reload_command", validate.command_line, ""),
         acme_server=_option(options, "acme_server", validate.url, ""),

@@ -10,19 +10,16 @@ throwaway certificate where the real one does not exist yet (before certbot).
 from __future__ import annotations
 
 import re
-import shutil
-import socket
 import subprocess
-import tempfile
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
 
+from . import trial
 from .context import DeployContext
 
 
 def find_nginx() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None)
+    return trial.find_program("nginx")
 
 
 def installed_version(binary: str | None = None) -> tuple[int, int, int] | None:
@@ -58,51 +55,25 @@ http {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _error_line(output: str) -> str:
+    """nginx's own first error, without its timestamp and pid."""
+    lines = [ln for ln in output.splitlines() if "[emerg]" in ln or "[error]" in ln]
+    line = lines[0] if lines else (output.strip().splitlines() or [""])[-1]
+    return re.sub(r"^[\d/]+ [\d:]+ (\[\w+\]) \d+#\d+: ", r"\1 ", line)
 
 
-@dataclass
-class CheckResult:
-    ok: bool
-    output: str
-    notes: list[str]
-
-    @property
-    def error_line(self) -> str:
-        """nginx's own first error, without its timestamp and pid."""
-        lines = [ln for ln in self.output.splitlines() if "[emerg]" in ln or "[error]" in ln]
-        line = lines[0] if lines else (self.output.strip().splitlines() or [""])[-1]
-        return re.sub(r"^[\d/]+ [\d:]+ (\[\w+\]) \d+#\d+: ", r"\1 ", line)
+def _run(binary: str, prefix: Path, site: Path) -> tuple[bool, str]:
+    (prefix / "temp").mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(minimal_conf(prefix, site))
+    result = subprocess.run([binary, "-t", "-q", "-p", str(prefix), "-c", str(conf)],
+                            capture_output=True, text=True, timeout=30)
+    return result.returncode == 0, result.stderr + result.stdout
 
 
-def check(context: DeployContext, render_site: object) -> CheckResult:
+def check(context: DeployContext, render_site: Callable[[DeployContext], str]
+          ) -> trial.CheckResult:
     """Render the site for a throwaway prefix and run ``nginx -t`` on it."""
-    binary = find_nginx()
-    if binary is None:
-        return CheckResult(False, "nginx is not installed (Debian: apt-get install nginx-light)",
-                           [])
-    from .certs import write_throwaway_pair
-
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="wsops-nginx-check-") as tmp:
-        prefix = Path(tmp)
-        (prefix / "temp").mkdir()
-        (prefix / "logs").mkdir()
-        trial = replace(context, http_port=_free_port(), https_port=_free_port(),
-                        log_dir=str(prefix / "logs"))
-        if not (Path(context.cert).exists() and Path(context.key).exists()):
-            cert, key = write_throwaway_pair(prefix, context.domains)
-            trial = replace(trial, cert=str(cert), key=str(key))
-            notes.append(f"{context.cert} does not exist yet: checked with a throwaway "
-                         "certificate")
-        site = prefix / "site.conf"
-        site.write_text(render_site(trial))  # type: ignore[operator]
-        conf = prefix / "nginx.conf"
-        conf.write_text(minimal_conf(prefix, site))
-        result = subprocess.run([binary, "-t", "-q", "-p", str(prefix), "-c", str(conf)],
-                                capture_output=True, text=True, timeout=30)
-        output = (result.stderr + result.stdout).replace(str(prefix), "<check>")
-        return CheckResult(result.returncode == 0, output, notes)
+    return trial.run_check(context, render_site, server="nginx", binary=find_nginx(),
+                           package="nginx-light", site_name="site.conf", run=_run,
+                           error_line=_error_line)

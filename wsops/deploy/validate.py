@@ -130,8 +130,8 @@ def domain(value: Any, option: str, *, webroot: bool) -> str:
     name = hostname(value, option, wildcard=True)
     if webroot and name.startswith("*."):
         raise DeployError(f"{option} {name!r} is a wildcard: certbot's webroot (HTTP-01) "
-                          "method cannot validate wildcards; use a DNS-01 plugin, or list the "
-                          "host names")
+                          "method and Caddy's automatic HTTPS cannot validate wildcards; use a "
+                          "DNS-01 plugin, or list the host names")
     return name
 
 
@@ -202,6 +202,14 @@ def socket_dir(value: Any, option: str) -> str:
     return path
 
 
+def runtime_dir(value: Any, option: str) -> str:
+    """A directory under ``/run/`` (systemd's ``RuntimeDirectory=`` creates and removes it)."""
+    path = absolute_path(value, option).rstrip("/")
+    if not path.startswith("/run/"):
+        raise _fail(option, value, "a directory under /run/, such as /run/daphne-metrics")
+    return path
+
+
 def _matching(pattern: re.Pattern[str], expected: str, doc: str) -> Callable[[Any, str], str]:
     """A check that the whole value matches ``pattern``, else exit 2 saying ``expected``."""
 
@@ -248,6 +256,22 @@ def url(value: Any, option: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise _fail(option, value, expected)
+    return text
+
+
+def caddy_admin(value: Any, option: str) -> str:
+    """Caddy's admin endpoint: ``off``, a loopback ``host:port`` or ``unix//path``."""
+    expected = "off, localhost:PORT, 127.0.0.1:PORT, [::1]:PORT or unix//absolute/path"
+    text = _text(value, option, expected)
+    if text == "off":
+        return text
+    if text.startswith("unix//"):
+        absolute_path(text[5:], option)
+        return text
+    host, sep, port_text = text.rpartition(":")
+    if not sep or host not in ("localhost", "127.0.0.1", "[::1]"):
+        raise _fail(option, value, expected)
+    port(port_text, option)
     return text
 
 

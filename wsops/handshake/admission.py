@@ -41,6 +41,10 @@ class Checks:
     def __bool__(self) -> bool:
         return bool(self.bans or self.limits or self.caps)
 
+    def key_names(self) -> set[str]:
+        return {*self.bans, *(limit.key for limit in self.limits),
+                *(cap.key for cap in self.caps)}
+
 
 def connect_checks(ip_key: str | None) -> Checks:
     """The address's ban and connect rate (none for a peer without an address)."""
@@ -125,7 +129,9 @@ async def admit(handshake: Handshake, checks: Checks, member: str, user_id: Any,
         raise refusal_for(decision, user_id)
     if decision is not None and extra.get("fetch"):
         handshake.cached_token = decision.fetched
-    return Admission(str(user_id), member, checks.caps if decision is not None else ())
+    if decision is None:
+        return Admission(str(user_id), member, ())
+    return Admission(str(user_id), member, checks.caps, checks.limits)
 
 
 async def release(admission: Admission | None) -> None:
@@ -135,3 +141,12 @@ async def release(admission: Admission | None) -> None:
             await get_limiter().release(admission.caps, admission.member)
         except store.StoreUnavailable:
             pass
+
+
+async def refund(admission: Admission) -> None:
+    """Undo an admission that should not have counted: its rate charges and cap slots."""
+    if admission.caps or admission.limits:
+        try:
+            await get_limiter().refund(admission.limits, admission.caps, admission.member)
+        except store.StoreUnavailable:
+            pass  # the slots expire within CONNECTION_TTL; the charges within their period

@@ -11,6 +11,7 @@ this worker's registry (``wsops.connections``) while the application runs.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,13 +20,29 @@ from ..scope import Application, Receive, Scope, Send, require_websocket
 from .admission import release
 from .refusal import Refused, answer
 from .state import Handshake, handshake_of
-from .transports import SUBPROTOCOL, strip_secrets
+from .transports import SUBPROTOCOL, Credential, strip_secrets
+
+# Credentials kept aside while non-wsops layers run, for a wsops step further in; gone
+# with the handshake, and never reachable from the scope.
+_held: weakref.WeakKeyDictionary[Handshake, Credential] = weakref.WeakKeyDictionary()
 
 
 class Step:
-    """One handshake check. Run alone (``Step(inner)``), it is ASGI middleware."""
+    """One handshake check. Run alone (``Step(inner)``), it is ASGI middleware.
+
+    Each kind of step runs once per handshake, however the middleware are nested: a
+    second ``TokenAuthMiddleware`` must not authenticate the socket again (with its
+    cookie, after the bans were decided for the token's owner).
+    """
 
     runs_handshake_steps = True  # an outer step leaves the credential to this one
+    bit = 0  # this step class's bit in ``Handshake.steps_run``
+    _classes = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Step._classes += 1
+        cls.bit = 1 << Step._classes
 
     def __init__(self, inner: Application | None = None) -> None:
         self.inner = inner
@@ -60,17 +77,24 @@ async def run(steps: Sequence[Step], inner: Application | None, scope: Scope, re
         scope["wsops"] = handshake
         if handshake.offers_marker:
             send = answering_marker(send)
+    else:  # an outer wsops middleware parsed it, and kept the credential aside
+        handshake.credential = handshake.credential or _held.pop(handshake, None)
     registering = handshake.connection_id is None
     try:
         for step in steps:
-            await step.check(handshake, scope)
+            if not handshake.steps_run & step.bit:
+                handshake.steps_run |= step.bit
+                await step.check(handshake, scope)
     except Refused as refused:
         handshake.forget_credential()
         await release(handshake.admission)  # slots a step took before the refusal
         handshake.admission = None
         return await answer(scope, receive, send, refused)
-    if not getattr(inner, "runs_handshake_steps", False):
-        handshake.forget_credential()  # the application never sees the secret
+    if not getattr(inner, "runs_handshake_steps", False) and handshake.credential is not None:
+        # The application never sees the secret; a wsops step further in (behind
+        # Channels' own middleware, or per route) still gets it.
+        _held[handshake] = handshake.credential
+        handshake.forget_credential()
     if inner is None:
         raise ValueError(f"{type(steps[-1]).__name__} has no inner application to run")
     if registering and handshake.connection_id is not None:

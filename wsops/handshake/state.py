@@ -20,7 +20,7 @@ from typing import Any
 
 from ..clientip import client_address, per_ip_key
 from ..conf import get_settings
-from ..limits.engine import Cap
+from ..limits.engine import Cap, Limit
 from ..scope import Scope, header
 from .transports import Credential, find_credential, offers_marker
 
@@ -44,9 +44,10 @@ class Admission:
     user_id: str  # whom they were taken for
     member: str  # the connection id registered in the cap sets
     caps: tuple[Cap, ...]
+    limits: tuple[Limit, ...] = ()  # rates charged with them (refunded if the guess was wrong)
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Handshake:
     ip: str | None  # the client's canonical address (``wsops.clientip``)
     ip_key: str | None  # what per-IP limits key by (an IPv6 client: its /64)
@@ -63,6 +64,7 @@ class Handshake:
     # ---- the steps' bookkeeping ----
     cached_token: Any = field(default=NOT_FETCHED, repr=False)  # read ahead with the IP checks
     admission: Admission | None = field(default=None, repr=False)
+    steps_run: int = field(default=0, repr=False)  # one bit per step class that has run
 
     @classmethod
     def parse(cls, scope: Scope) -> Handshake:

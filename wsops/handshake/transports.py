@@ -4,8 +4,10 @@ Transports, in the order they are tried (each can be switched off in
 ``WSOPS["TOKEN_TRANSPORTS"]``):
 
 1. ``subprotocol``: ``Sec-WebSocket-Protocol: wsops, <secret>``, the only header
-   a browser's ``new WebSocket(url, protocols)`` can set. The server must answer
-   ``wsops`` or the browser drops the socket.
+   a browser's ``new WebSocket(url, protocols)`` can set. The pair may stand
+   anywhere among the application's own subprotocols; the server answers the
+   application's choice, or ``wsops`` (a browser drops a socket whose answer is
+   not one it offered).
 2. ``header``: ``Authorization: Bearer <secret>`` (non-browser clients).
 3. ``query``: ``?ticket=<ticket>``; long-lived tokens only with ``query_token``
    (a URL ends up in access logs and browser history).
@@ -19,7 +21,7 @@ from the scope so nothing downstream (consumers, loggers) can leak it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -41,7 +43,7 @@ DISABLED = "disabled"  # a wsops credential in a transport TOKEN_TRANSPORTS swit
 class Credential:
     transport: str  # subprotocol | header | query | message
     kind: str  # token | ticket | malformed | disabled
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     switch: str = ""  # the TOKEN_TRANSPORTS entry this needs, when not the transport's name
 
     @property
@@ -65,26 +67,64 @@ def classify(secret: str) -> str:
     return MALFORMED
 
 
+# A whole wsops secret standing anywhere inside a value (``?a=1;token=wst_…``,
+# ``Basic …, Bearer wst_…``): refused and stripped like one in its proper place.
+_SECRET_INSIDE = re.compile(r"wst(?:kt)?_[A-Za-z0-9_-]{43}")
+
+
+def holds_our_secret(value: str) -> bool:
+    """Whether a value was meant as, or carries, a wsops token or ticket."""
+    return looks_like_ours(value) or _SECRET_INSIDE.search(value) is not None
+
+
 def looks_like_ours(secret: str) -> bool:
     """Whether a value was meant as a wsops token or ticket (even a garbled one)."""
     return secret.startswith(TOKEN_PREFIX) or secret.startswith(TICKET_PREFIX)
 
 
+def _offered_credential(offered: list[Any]) -> tuple[int | None, bool]:
+    """``(the index of the entry offered as the credential or None, whether the offer is
+    malformed)``.
+
+    The credential is the entry right after the ``wsops`` marker, wherever the pair
+    stands, so an application's own subprotocols may come before or after it
+    (``["graphql-transport-ws", "wsops", "wst_…"]``). A wsops secret anywhere else
+    (without the marker, or a second one) makes the offer malformed: refused, never
+    let in as anonymous with the secret in its scope.
+    """
+    credential = None
+    if SUBPROTOCOL in offered:
+        after = offered.index(SUBPROTOCOL) + 1
+        credential = after if after < len(offered) else None
+        if credential is not None and offered[credential] == SUBPROTOCOL:
+            return None, True
+    stray = [i for i, p in enumerate(offered) if i != credential and isinstance(p, str)
+             and holds_our_secret(p)]
+    return credential, bool(stray)
+
+
 def _from_subprotocols(subprotocols: Any) -> Credential | None:
     if not isinstance(subprotocols, (list, tuple)):
         return None
-    if SUBPROTOCOL not in subprotocols:
-        # A wsops secret offered without the "wsops" marker (a client bug): refuse it
-        # rather than let the socket in as anonymous with the secret in its scope.
-        if any(isinstance(p, str) and looks_like_ours(p) for p in subprotocols):
-            return Credential("subprotocol", MALFORMED)
-        return None
-    others = [p for p in subprotocols if p != SUBPROTOCOL]
-    if not others:
-        return None
-    if len(others) != 1 or not isinstance(others[0], str) or len(others[0]) > MAX_SECRET_LENGTH:
+    offered = list(subprotocols)
+    index, malformed = _offered_credential(offered)
+    if malformed:
         return Credential("subprotocol", MALFORMED)
-    return Credential("subprotocol", classify(others[0]), others[0])
+    if index is None:
+        return None
+    secret = offered[index]
+    if not isinstance(secret, str) or len(secret) > MAX_SECRET_LENGTH:
+        return Credential("subprotocol", MALFORMED)
+    return Credential("subprotocol", classify(secret), secret)
+
+
+def application_subprotocols(subprotocols: Any) -> list[Any]:
+    """The offer without the credential and without any wsops secret: the marker and the
+    application's own subprotocols, in the order offered (what consumers may accept)."""
+    offered = list(subprotocols) if isinstance(subprotocols, (list, tuple)) else []
+    index, _ = _offered_credential(offered)
+    return [p for i, p in enumerate(offered) if i != index
+            and not (isinstance(p, str) and holds_our_secret(p))]
 
 
 def _from_authorization(value: bytes | None) -> Credential | None:
@@ -94,8 +134,10 @@ def _from_authorization(value: bytes | None) -> Credential | None:
         text = value.decode("ascii").strip()
     except UnicodeDecodeError:
         return Credential("header", MALFORMED)
-    scheme, _, secret = text.partition(" ")
+    scheme, _, secret = text.partition(" ") if " " in text else text.partition("\t")
     if scheme.lower() != "bearer":
+        if holds_our_secret(text):  # "Token wst_…", a bare secret, merged headers
+            return Credential("header", MALFORMED, text)
         return None  # another scheme (Basic, ...) is not ours to judge
     secret = secret.strip()
     if not secret or len(secret) > MAX_SECRET_LENGTH:
@@ -103,14 +145,21 @@ def _from_authorization(value: bytes | None) -> Credential | None:
     return Credential("header", classify(secret), secret)
 
 
+_QUERY_MARKERS = (b"ticket", b"token", b"wst", b"%")
+
+
 def _from_query(query_string: bytes) -> Credential | None:
-    """``?ticket=`` or ``?token=`` (the latter as transport ``query_token``)."""
-    if b"ticket=" not in query_string and b"token=" not in query_string:
+    """``?ticket=`` or ``?token=`` (the latter as transport ``query_token``); names are
+    read percent-decoded and case-insensitively, and a wsops secret under any other
+    name is refused rather than ignored."""
+    lowered = query_string.lower()
+    if not any(marker in lowered for marker in _QUERY_MARKERS):
         return None
     try:
-        params = {name: value for name, value in _query_pairs(query_string) if value}
+        pairs = [(name.lower(), value) for name, value in _query_pairs(query_string) if value]
     except ValueError:
         return Credential("query", MALFORMED)
+    params = dict(pairs)
     for name, switch in (("ticket", "query"), ("token", "query_token")):
         secret = params.get(name)
         if secret is not None:
@@ -118,6 +167,9 @@ def _from_query(query_string: bytes) -> Credential | None:
             if switch == "query" and kind == TOKEN:
                 kind = MALFORMED  # a long-lived token passed as a ticket
             return Credential("query", kind, secret, switch)
+    for name, value in pairs:
+        if holds_our_secret(name) or holds_our_secret(value):
+            return Credential("query", MALFORMED, value)
     return None
 
 
@@ -134,7 +186,7 @@ def _allowed(found: Credential | None, transports: tuple[str, ...]) -> Credentia
     switch = found.switch or found.transport
     if switch in transports or (switch == "query" and "query_token" in transports):
         return found
-    if found.transport == "subprotocol" or looks_like_ours(found.secret):
+    if found.transport == "subprotocol" or holds_our_secret(found.secret):
         return Credential(found.transport, DISABLED, switch=found.switch)
     return None
 
@@ -169,21 +221,19 @@ def strip_secrets(scope: dict[str, Any]) -> dict[str, Any]:
     ``?ticket=`` there is a secret at rest in someone's logs.
     """
     scope = dict(scope)
-    offered = scope.get("subprotocols") or ()
-    if offers_marker(scope):
-        scope["subprotocols"] = [SUBPROTOCOL]
-    elif any(isinstance(p, str) and looks_like_ours(p) for p in offered):
-        scope["subprotocols"] = [p for p in offered if not looks_like_ours(str(p))]
+    if scope.get("subprotocols"):
+        scope["subprotocols"] = application_subprotocols(scope["subprotocols"])
     scope["headers"] = [
         (name, value)
         for name, value in scope.get("headers") or ()
         if name not in (b"authorization", b"sec-websocket-protocol")
     ]
     query = scope.get("query_string") or b""
-    if any(marker in query for marker in (b"ticket=", b"token=", b"wst", b"%")):
+    if any(marker in query.lower() for marker in _QUERY_MARKERS):
         try:
             kept = [(k, v) for k, v in _query_pairs(query)
-                    if k not in ("ticket", "token") and not looks_like_ours(v)]
+                    if k.lower() not in ("ticket", "token") and not holds_our_secret(v)
+                    and not holds_our_secret(k)]
             scope["query_string"] = urlencode(kept).encode("latin-1")
         except (ValueError, UnicodeEncodeError):
             scope["query_string"] = b""

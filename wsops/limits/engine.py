@@ -96,6 +96,11 @@ class Limiter(Protocol):
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
         """Free ``member``'s slots in ``caps``."""
 
+    async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
+                     member: str) -> None:
+        """Undo one admitted event: each rate charge moved back one interval, ``member``
+        out of ``caps``."""
+
 
 def gcra(tat: float, now: float, rate: Rate) -> tuple[float, float]:
     """One GCRA step in seconds: returns ``(new_tat, retry_after)``; retry_after 0 = allowed."""
@@ -204,13 +209,14 @@ class RedisLimiter:
                     fetch: str | None = None, network: str | None = None) -> Decision:
         if not store.is_cluster():  # one node: the single round trip, nothing to undo
             whole = _Part(list(bans), list(limits), list(caps), network, fetch)
-            return await store.call(self._decide(whole, member, ttl))
+            return await store.call(self._decide(whole, member, ttl), "admit")
         parts = _parts(bans, limits, caps, fetch, network)
         if len(parts) == 1:
-            return await store.call(self._decide(parts[0], member, ttl), parts[0].slot)
+            return await store.call(self._decide(parts[0], member, ttl), "admit",
+                                    parts[0].slot)
         try:
             decisions = await store.gather([(p.slot, self._decide(p, member, ttl))
-                                            for p in parts])
+                                            for p in parts], "admit")
         except store.StoreUnavailable as error:
             await self._refund(parts, error.answered or [None] * len(parts), member)
             raise
@@ -258,7 +264,7 @@ class RedisLimiter:
                  and (part.limits or part.caps)]
         if calls:
             try:
-                await store.gather(calls)
+                await store.gather(calls, "refund")
             except store.StoreUnavailable:
                 pass
 
@@ -267,13 +273,19 @@ class RedisLimiter:
                                     [int(ttl * 1000), *(member for _, member in group)]))
                  for slot, group in by_slot(slots, lambda entry: entry[0])]
         if calls:
-            await store.gather(calls)
+            await store.gather(calls, "refresh")
 
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
-        calls = [(slot, _undo([], group, member))
-                 for slot, group in by_slot(caps, lambda cap: cap.key)]
+        await self.refund((), caps, member, "release")
+
+    async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
+                     member: str, operation: str = "refund") -> None:
+        """Undo one admitted event's rate charges and cap slots: one call per slot."""
+        calls = [(slot, _undo([i for i in group if isinstance(i, Limit)],
+                              [i for i in group if isinstance(i, Cap)], member))
+                 for slot, group in by_slot([*limits, *caps], lambda item: item.key)]
         if calls:
-            await store.gather(calls)
+            await store.gather(calls, operation)
 
 
 def _undo(limits: list[Limit], caps: list[Cap], member: str) -> Any:
@@ -338,6 +350,13 @@ class LocalLimiter:
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
         for cap in caps:
             self.registry.get(cap.key, {}).pop(member, None)
+
+    async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
+                     member: str) -> None:
+        for limit in limits:
+            if limit.key in self.tats:
+                self.tats[limit.key] -= limit.rate.interval
+        await self.release(caps, member)
 
 
 def load_ban(raw: str) -> dict[str, Any]:

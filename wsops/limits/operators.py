@@ -145,9 +145,13 @@ def _wanted(identity: Identity | None) -> str:
     return tag(_glob(identity.kind), _glob(identity.id)) if identity else "{*:*}"
 
 
-def scan(client: Any, pattern: str, progress: Any = None) -> list[str]:
-    """All keys matching ``pattern`` with SCAN (never KEYS), on every master of a
-    cluster; ``progress(scanned)`` on long scans."""
+def scan(client: Any, pattern: str, progress: Any = None, limit: int | None = None
+         ) -> list[str]:
+    """Keys matching ``pattern`` with SCAN (never KEYS), on every master of a cluster;
+    ``progress(scanned)`` on long scans.
+
+    ``limit``: stop once that many keys are found (the admin pages' bound).
+    """
     keys, scanned, started = [], 0, time.monotonic()
     for node in store.primaries(client):
         cursor = 0
@@ -157,22 +161,26 @@ def scan(client: Any, pattern: str, progress: Any = None) -> list[str]:
             scanned += 5000
             if progress is not None and time.monotonic() - started > 1:
                 progress(scanned)
+            if limit is not None and len(keys) >= limit:
+                return keys[:limit]
             if cursor == 0:
                 break
     return keys
 
 
 def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | None = None,
-             progress: Any = None) -> dict[str, list[dict[str, Any]]]:
+             progress: Any = None, limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
     """Live counters, connection counts and bans, read from Redis (``bucket``: one rate
-    bucket such as ``connect``, or ``connections`` / ``bans`` for those tables alone)."""
+    bucket such as ``connect``, or ``connections`` / ``bans`` for those tables alone;
+    ``limit``: read at most that many keys of each kind)."""
     base = store.key("")
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) / 1000
     wanted = _wanted(identity)
 
     counters = []
-    rate_keys = scan(client, f"{base}rl:{_glob(bucket) if bucket else '*'}:{wanted}", progress)
+    rate_keys = scan(client, f"{base}rl:{_glob(bucket) if bucket else '*'}:{wanted}", progress,
+                     limit) if bucket not in ("connections", "bans") else []
     for key, raw in zip(rate_keys, _mget(client, rate_keys), strict=True):
         if raw is None:
             continue
@@ -190,7 +198,7 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
     caps = {"user": conf.MAX_CONNECTIONS_PER_USER, "ip": conf.MAX_CONNECTIONS_PER_IP}
     connections = []
     if bucket in (None, "connections"):
-        cap_keys = scan(client, f"{base}conn:{wanted}", progress)
+        cap_keys = scan(client, f"{base}conn:{wanted}", progress, limit)
         with client.pipeline(transaction=False) as pipe:
             for key in cap_keys:
                 pipe.zcount(key, now_ms, "+inf")
@@ -207,7 +215,7 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
         if identity is not None and identity.network is not None:
             pattern = _glob(network_ban_key(identity.network))
         lengths = {ban_lengths_key(4), ban_lengths_key(6)}
-        ban_keys = [k for k in scan(client, pattern, progress) if k not in lengths]
+        ban_keys = [k for k in scan(client, pattern, progress, limit) if k not in lengths]
         with client.pipeline(transaction=False) as pipe:
             for key in ban_keys:
                 pipe.get(key)

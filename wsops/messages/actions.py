@@ -106,3 +106,10 @@ def invalid_input(code: str, reason: str, message: str, **details: Any) -> Actio
 def forbidden() -> ActionRefused:
     return ActionRefused(codes.FORBIDDEN_ACTION, signals.PERMISSION, "permission_denied",
                          "You do not have permission for this action.")
+
+
+def server_error_frame(action_name: str | None, request_id: Any) -> dict[str, Any]:
+    """What a client gets when a handler fails: the code, never the internals."""
+    return ActionRefused(codes.SERVER_ERROR, "", codes.SERVER_ERROR,
+                         "The server failed to handle this message.").frame(action_name,
+                                                                            request_id)

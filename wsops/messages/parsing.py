@@ -59,3 +59,37 @@ def envelope(text: str) -> tuple[str | None, Any]:
     request_id = content.get("id")
     return echoable_action(content.get("action")), \
         request_id if valid_id(request_id) else None
+
+
+_separators = (",", ":")
+
+
+class JsonCodec:
+    """Channels' ``decode_json``/``encode_json`` hooks, honoured when a consumer overrides
+    them (a ``datetime``, ``Decimal`` or ``UUID`` through a project's own encoder).
+
+    The defaults are wsops' strict decoder and a compact ``json.dumps``; while they are
+    not overridden (``_own_decoder``, ``_own_encoder``), frames skip the extra coroutine
+    per message.
+    """
+
+    _own_decoder = _own_encoder = True  # set per class by ``uses_default_codec``
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return decode(text_data)
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, separators=_separators)
+
+    async def send_json(self, content: Any, close: bool = False) -> None:
+        text = (json.dumps(content, separators=_separators) if self._own_encoder
+                else await self.encode_json(content))
+        await self.send(text_data=text, close=close)
+
+    @classmethod
+    def uses_default_codec(cls) -> None:
+        """Record, for a consumer class, whether it kept the default hooks."""
+        cls._own_decoder = cls.decode_json.__func__ is JsonCodec.decode_json.__func__
+        cls._own_encoder = cls.encode_json.__func__ is JsonCodec.encode_json.__func__

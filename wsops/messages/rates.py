@@ -50,11 +50,15 @@ class MessageRates:
         self.plans: dict[str, _Plan] = {}
         self.local_rates: dict[str, LocalRate] = {}
 
-    async def check(self, spec: ActionSpec) -> None:
-        """Charge one message, or raise ``ActionRefused`` (``rate_limited``)."""
+    def plan(self, spec: ActionSpec) -> _Plan:
+        """The rates of ``spec`` on this connection (worked out once per action)."""
         plan = self.plans.get(spec.name)
         if plan is None:
             plan = self.plans[spec.name] = self._plan(spec)
+        return plan
+
+    async def check(self, plan: _Plan) -> None:
+        """Charge one message, or raise ``ActionRefused`` (``rate_limited``)."""
         if plan.local:
             self._hit_locally(plan.local)
         if not plan.limits:
