@@ -14,6 +14,8 @@ application in ``bench/benchapp.py``, then measures:
 - shared limiter decisions: wsops' one EVALSHA vs django-ratelimit's
   is_ratelimited (django-redis) vs a bare PING, on the same Redis.
 - daphne RSS per idle connection at 1,000 connections, bare vs wsops.
+- the limiter on a 3-master Redis Cluster beside the standalone Redis
+  (``bench/topology.py``; ``--no-cluster`` skips it).
 - what Prometheus metrics cost: every wsops daphne records them in multiprocess
   mode (``PROMETHEUS_MULTIPROC_DIR``, as ``wsdeploy daphne`` runs it), and one more
   measures token handshakes and echo with ``WSOPS["METRICS"] = False``; the ratio
@@ -26,8 +28,6 @@ the machine has two or more (recorded in the JSON), every variant is measured
 ``--runs`` times (default 3) in interleaved rounds, and the table gives the median
 and the range. Absolute rates are printed; the targets are judged on daphne CPU
 per operation, bare's over the variant's, per run and on the median.
-- the limiter on a 3-master Redis Cluster beside the standalone Redis
-  (``bench/topology.py``; ``--no-cluster`` skips it).
 
 It prints a table and writes JSON (``--output``), including which targets were met.
 """
@@ -562,9 +562,9 @@ def report(runs: list[dict], output: str, topologies: dict | None = None) -> Non
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "processor": _cpu_model(),
                "pinning": PINNING}
-    document = {"runs": runs, "topologies": topologies, "ratios": ratios, "absolute": absolute,
-                "targets": targets,
-                "machine": machine, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    document = {"runs": runs, "ratios": ratios, "absolute": absolute, "targets": targets,
+                "topologies": topologies, "machine": machine,
+                "when": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(document, indent=2))
 
@@ -603,14 +603,14 @@ def report(runs: list[dict], output: str, topologies: dict | None = None) -> Non
           "metrics on / off: lower is better)")
     for name, value in ratios.items():
         print(f"  {name:<28}{spread(value):>22}")
+    if topologies:
+        from bench import topology
+
+        topology.report(topologies)
     print("\ntargets (median; per run)")
     for name, verdict in targets.items():
         runs_met = "".join("+" if ok else "-" for ok in verdict["runs"])
         print(f"  [{'met' if verdict['median'] else 'MISSED'}] {name}  runs: {runs_met}")
-    if topologies is not None:
-        from bench import topology
-
-        topology.report(topologies)
     print(f"\nJSON: {output}")
 
 

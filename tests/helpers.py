@@ -170,6 +170,29 @@ def database_name() -> str:
     return str(connection.settings_dict["NAME"])
 
 
+async def handshakes_in_turn(workers: list[DaphneProcess], secret: str, count: int
+                             ) -> list[bool]:
+    """Open and close ``count`` token sockets, one worker after the other: accepted?"""
+    from wsops.testing import LiveSocket
+
+    outcomes = []
+    for attempt in range(count):
+        socket = await LiveSocket.open(workers[attempt % len(workers)].url(), token=secret)
+        outcomes.append(socket.accepted)
+        await socket.close()
+    return outcomes
+
+
+async def echoes_in_turn(sockets: list, count: int) -> list[str]:
+    """Send ``count`` echo actions, one socket after the other: the reply types."""
+    replies = []
+    for index in range(count):
+        socket = sockets[index % len(sockets)]
+        await socket.send_json({"action": "echo", "text": "x"})
+        replies.append((await socket.recv_json())["type"])
+    return replies
+
+
 EVIL_PAGE = """<!doctype html><html><body><script>
 window.result = new Promise((resolve) => {
   const socket = new WebSocket(%s);
@@ -241,25 +264,3 @@ async def poll(condition, *, deadline: float = 30, interval: float = 1.0) -> boo
         if time.monotonic() > end:
             return False
         await asyncio.sleep(interval)
-
-async def handshakes_in_turn(workers: list[DaphneProcess], secret: str, count: int
-                             ) -> list[bool]:
-    """Open and close ``count`` token sockets, one worker after the other: accepted?"""
-    from wsops.testing import LiveSocket
-
-    outcomes = []
-    for attempt in range(count):
-        socket = await LiveSocket.open(workers[attempt % len(workers)].url(), token=secret)
-        outcomes.append(socket.accepted)
-        await socket.close()
-    return outcomes
-
-
-async def echoes_in_turn(sockets: list, count: int) -> list[str]:
-    """Send ``count`` echo actions, one socket after the other: the reply types."""
-    replies = []
-    for index in range(count):
-        socket = sockets[index % len(sockets)]
-        await socket.send_json({"action": "echo", "text": "x"})
-        replies.append((await socket.recv_json())["type"])
-    return replies

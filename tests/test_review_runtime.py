@@ -23,7 +23,6 @@ from django.urls import path
 from tests.helpers import configure_redis
 from wsops import connections, tokens
 from wsops.consumers import SecureJsonWebsocketConsumer, action
-from wsops.limits.keys import cap_key
 from wsops.limits.operators import Identity, ban
 from wsops.middleware import OriginGuard, SecureWebsocketStack, TokenAuthMiddleware
 from wsops.testing import SecureCommunicator
@@ -66,7 +65,7 @@ async def test_a_revoked_token_never_charges_its_former_owner(app, make_user, re
                                         client=from_ip("10.9.0.1")).outcome()
         assert mine.accepted
     client = redis.client()
-    assert client.zcard(cap_key("user", carol.pk)) == 0
+    assert client.zcard(f"wsops:conn:{{user:{carol.pk}}}") == 0
 
 
 async def test_a_revoked_token_leaves_its_owners_caps_alone(app, make_user, redis, settings):
@@ -82,7 +81,7 @@ async def test_a_revoked_token_leaves_its_owners_caps_alone(app, make_user, redi
         assert socket.accepted  # her one slot is hers
         assert (await SecureCommunicator(app, PATH, token=old_secret).outcome()) \
             .refused_before_accept  # and a replay does not take it for a moment either
-        assert redis.client().zcard(cap_key("user", erin.pk)) == 1
+        assert redis.client().zcard(f"wsops:conn:{{user:{erin.pk}}}") == 1
 
 
 async def test_a_reowned_token_is_decided_for_its_new_owner(app, make_user, redis):

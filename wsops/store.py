@@ -288,16 +288,6 @@ class Script:
         except NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
-    def run_sync(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        """``run`` on a blocking client (views, commands)."""
-        from redis.exceptions import NoScriptError
-
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            client.script_load(self.source)
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-
 
 # --- outage tracking -----------------------------------------------------------------
 
@@ -322,8 +312,8 @@ class OutageTracker:
         return bool(self.failing)
 
     def failed(self, error: BaseException, where: Any = None) -> StoreUnavailable:
-        metrics.redis_up(False)
         if not self.failing:
+            metrics.redis_up(False)
             logger.warning(
                 "wsops: Redis at %s is unreachable (%s); FAIL_MODE=%r applies until it returns.",
                 describe(), error.__class__.__name__, get_settings().FAIL_MODE,
@@ -372,21 +362,11 @@ async def _ready() -> None:
             _ready_clients.add(client)
 
 
-def call_sync(function: Any, *args: Any) -> Any:
-    """``function(*args)`` on the blocking client, mapping failures to StoreUnavailable."""
-    try:
-        result = function(*args)
-    except store_errors() as error:
-        raise outage.failed(error)
-    outage.succeeded()
-    return result
-
-
-async def call(coro: Any, operation: str = "other", *, where: Any = None) -> Any:
+async def call(coro: Any, operation: str = "other", where: Any = None) -> Any:
     """Await a Redis coroutine, mapping failures to StoreUnavailable.
 
     ``operation`` names it in the ``wsops_redis_seconds`` histogram (failures included);
-    ``where`` is the cluster slot it touches, when known, for the outage tracking.
+    ``where``: the cluster slot it touches, when known, for the outage tracking.
     """
     try:
         await _ready()
@@ -402,7 +382,7 @@ async def call(coro: Any, operation: str = "other", *, where: Any = None) -> Any
     return result
 
 
-async def gather(calls: list[tuple[Any, Any]]) -> list[Any]:
+async def gather(calls: list[tuple[Any, Any]], operation: str = "other") -> list[Any]:
     """Await ``(slot, coroutine)`` calls concurrently (to different cluster nodes: one
     round trip of latency). All of them finish; if any failed, ``StoreUnavailable`` is
     raised with ``answered`` holding every result (an exception where a call failed),
@@ -413,7 +393,8 @@ async def gather(calls: list[tuple[Any, Any]]) -> list[Any]:
         for _, coro in calls:
             coro.close()
         raise outage.failed(error)
-    results = await asyncio.gather(*(coro for _, coro in calls), return_exceptions=True)
+    with metrics.redis_timer(operation):
+        results = await asyncio.gather(*(coro for _, coro in calls), return_exceptions=True)
     errors = store_errors()
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, errors):

@@ -213,10 +213,10 @@ class RedisLimiter:
         parts = _parts(bans, limits, caps, fetch, network)
         if len(parts) == 1:
             return await store.call(self._decide(parts[0], member, ttl), "admit",
-                                    where=parts[0].slot)
+                                    parts[0].slot)
         try:
             decisions = await store.gather([(p.slot, self._decide(p, member, ttl))
-                                            for p in parts])
+                                            for p in parts], "admit")
         except store.StoreUnavailable as error:
             await self._refund(parts, error.answered or [None] * len(parts), member)
             raise
@@ -264,7 +264,7 @@ class RedisLimiter:
                  and (part.limits or part.caps)]
         if calls:
             try:
-                await store.gather(calls)
+                await store.gather(calls, "refund")
             except store.StoreUnavailable:
                 pass
 
@@ -273,21 +273,19 @@ class RedisLimiter:
                                     [int(ttl * 1000), *(member for _, member in group)]))
                  for slot, group in by_slot(slots, lambda entry: entry[0])]
         if calls:
-            await store.gather(calls)
+            await store.gather(calls, "refresh")
 
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
-        calls = [(slot, _undo([], group, member))
-                 for slot, group in by_slot(caps, lambda cap: cap.key)]
-        if calls:
-            await store.gather(calls)
+        await self.refund((), caps, member, "release")
 
     async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
-                     member: str) -> None:
-        calls = [(slot, _undo([e for e in group if isinstance(e, Limit)],
-                              [e for e in group if isinstance(e, Cap)], member))
-                 for slot, group in by_slot([*limits, *caps], lambda entry: entry.key)]
+                     member: str, operation: str = "refund") -> None:
+        """Undo one admitted event's rate charges and cap slots: one call per slot."""
+        calls = [(slot, _undo([i for i in group if isinstance(i, Limit)],
+                              [i for i in group if isinstance(i, Cap)], member))
+                 for slot, group in by_slot([*limits, *caps], lambda item: item.key)]
         if calls:
-            await store.gather(calls)
+            await store.gather(calls, operation)
 
 
 def _undo(limits: list[Limit], caps: list[Cap], member: str) -> Any:

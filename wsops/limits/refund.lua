@@ -1,6 +1,6 @@
--- REFUND: undo what ADMIT committed for one event that turned out not to count: a
--- decision another cluster slot refused (wsops/limits/engine.py), or an identity decided
--- ahead of its token's verification that was not the token's (wsops/middleware.py).
+-- REFUND: undo what ADMIT committed for one event that turned out not to count: an
+-- identity decided ahead of its token's verification that was not the token's, or a
+-- Redis Cluster decision whose other slot refused (wsops/limits/engine.py).
 -- KEYS: GCRA rate keys, then connection-cap sets (all in one slot).
 -- ARGV: nrates, <count, period ms> per rate key, then the member to remove from the sets.
 --
