@@ -154,10 +154,11 @@ async def test_async_presence_on_redis(redis):
 # --- rate keys --------------------------------------------------------------------------
 
 def test_rate_keys_are_readable_and_callables_hashed():
-    assert action_key("posts", "ip", "1.2.3.4").endswith("wsops:rl:action.posts:ip:1.2.3.4")
+    # {…}: the identity's Redis Cluster hash tag (wsops.limits.keys)
+    assert action_key("posts", "ip", "1.2.3.4").endswith("wsops:rl:action.posts:{ip:1.2.3.4}")
     hashed = action_key("search", "key", "room-42")
-    assert hashed.endswith(f"wsops:rl:action.search:key:"
-                           f"{hashlib.sha256(b'room-42').hexdigest()[:32]}")
+    assert hashed.endswith(f"wsops:rl:action.search:{{key:"
+                           f"{hashlib.sha256(b'room-42').hexdigest()[:32]}}}")
     assert "room-42" not in hashed
 
 
