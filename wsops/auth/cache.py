@@ -72,7 +72,8 @@ async def read(kind: str, digest: str, fetched: Any = NOT_FETCHED) -> Authentica
         return None
     if fetched is NOT_FETCHED:
         try:
-            fetched = await store.call(store.async_client().get(key(kind, digest)))
+            fetched = await store.call(store.async_client().get(key(kind, digest)),
+                                       "token_cache")
         except store.StoreUnavailable:
             return None  # the database still answers
     return unpack(kind, digest, fetched)
@@ -86,7 +87,7 @@ async def remember(kind: str, digest: str, user: Any, info: TokenInfo | None) ->
         ttl = min(ttl, max(1, int(info.expires_at - tokens.now().timestamp())))
     try:
         await store.call(store.async_client().set(
-            key(kind, digest), pack(kind, digest, user, info, ttl), ex=ttl))
+            key(kind, digest), pack(kind, digest, user, info, ttl), ex=ttl), "token_cache")
     except store.StoreUnavailable:
         pass
 
