@@ -133,7 +133,7 @@ async def test_a_view_pushes_to_the_users_sockets_on_both_workers_in_order(
         await socket.close()
 
 
-async def test_block_disconnect_asks_the_users_workers_or_every_worker_for_an_ip(
+async def test_block_disconnect_closes_a_users_or_an_ips_sockets_on_every_worker(
         daphne_server, redis, account):
     one, two = (daphne_server(redis=redis) for _ in range(2))
     _, _, secret = await account("mallory")
@@ -146,13 +146,13 @@ async def test_block_disconnect_asks_the_users_workers_or_every_worker_for_an_ip
 
     mallory = [await LiveSocket.open(w.url(), token=secret) for w in (one, two)]
     trent = await LiveSocket.open(two.url(), token=other)
-    # A user: the registry names the workers holding their sockets.
+    # A user: both workers close theirs, other users' sockets stay.
     await database_sync_to_async(wsratelimit)("block", "user:mallory", "--for", "1h",
                                               "--disconnect")
     assert [await s.receive_close() for s in mallory] == [4403, 4403]
     await trent.send_json({"action": "echo", "text": "still here"})
     assert (await trent.recv_json())["type"] == "echo"
-    # An IP: no registry says which workers, so every worker is asked (the group).
+    # An IP: every socket from it, on every worker.
     local = await LiveSocket.open(one.url(), token=other)
     await database_sync_to_async(wsratelimit)("block", "ip:127.0.0.1", "--for", "1h",
                                               "--disconnect")
