@@ -26,6 +26,8 @@ WSOPS = {
     "MAX_CONNECTIONS_PER_USER": 100000,
     "MAX_CONNECTIONS_PER_IP": 100000,
     "TOKEN_CACHE_SECONDS": 300,
+    # BENCH_METRICS=0: Prometheus metrics off, to measure what recording them costs
+    "METRICS": os.environ.get("BENCH_METRICS", "1") != "0",
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "loggers": {"wsops": {"level": "ERROR"}, "django": {"level": "ERROR"}}}

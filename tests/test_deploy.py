@@ -101,7 +101,8 @@ def systemd_verify(directory):
     for n in (1, 2):
         (directory / f"daphne@{n}.service").symlink_to(directory / "daphne@.service")
     return subprocess.run([analyze, "verify", "--man=no", str(directory / "daphne@1.service"),
-                           str(directory / "daphne@2.service"), str(directory / "daphne.target")],
+                           str(directory / "daphne@2.service"), str(directory / "daphne.target"),
+                           str(directory / "daphne-metrics.service")],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -157,8 +158,9 @@ def test_writable_paths_from_database_settings(monkeypatch):
 def test_units_for_a_project_in_a_home_directory_can_read_it():
     units, _ = wsdeploy("daphne", "--domain", "a.example.com", "--venv", "/home/app/venv",
                         "--socket-dir", "/srv/sockets")
-    assert "ProtectHome=read-only" in units
-    assert "RuntimeDirectory=" not in units and "ReadWritePaths=/srv/sockets\n" in units
+    service = units.split("# ==> daphne.target <==")[0]  # the metrics unit has its own
+    assert "ProtectHome=read-only" in service
+    assert "RuntimeDirectory=" not in service and "ReadWritePaths=/srv/sockets\n" in service
 
 
 def test_certbot_commands_and_hook():
@@ -198,7 +200,9 @@ def test_all_writes_everything_or_nothing(tmp_path):
     wsdeploy("all", "--domain", "a.example.com", "--output", str(out))
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["DEPLOY.md", "certbot/commands.sh", "certbot/deploy-hook.sh",
-                       "nginx/a.example.com.conf", "systemd/daphne.target",
+                       "monitoring/wsops-alerts.yml", "monitoring/wsops-dashboard.json",
+                       "monitoring/wsops-prometheus.yml", "nginx/a.example.com.conf",
+                       "systemd/daphne-metrics.service", "systemd/daphne.target",
                        "systemd/daphne@.service"]
     assert (out / "certbot/deploy-hook.sh").stat().st_mode & 0o111
     fresh = tmp_path / "partial"

@@ -60,6 +60,8 @@ class WsopsSettings:
     TICKET_RATE: str = "10/m"
     IPV6_PREFIX: int = 64
     EXPLAIN_REFUSALS: bool | None = None  # None: follow settings.DEBUG
+    METRICS: bool = True  # record Prometheus metrics (when prometheus_client is installed)
+    METRICS_ALLOWED: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # who may scrape
 
     @property
     def explain_refusals(self) -> bool:
@@ -95,6 +97,12 @@ def _positive_number(value: Any) -> float:
 def _ipv6_prefix(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
         raise ValueError("a prefix length from 1 to 128 (64: one customer's /64)")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("True or False")
     return value
 
 
@@ -169,14 +177,21 @@ def _transport(value: str) -> str:
     return value
 
 
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError('IP addresses or CIDR networks such as "10.0.0.0/8"')
+    return value
+
+
 def _proxy(value: str) -> str:
     if value == "unix":
         return value
     try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError('IP addresses or CIDR networks such as "10.0.0.0/8", or "unix"')
-    return value
+        return _network(value)
+    except ValueError as error:
+        raise ValueError(f'{error}, or "unix"')
 
 
 def _rate_string(value: Any) -> str:
@@ -234,6 +249,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "TICKET_RATE": _rate_string,
     "IPV6_PREFIX": _ipv6_prefix,
     "EXPLAIN_REFUSALS": _optional_bool,
+    "METRICS": _bool,
+    "METRICS_ALLOWED": _string_list(_network),
 }
 assert set(_VALIDATORS) == {f.name for f in fields(WsopsSettings)}
 

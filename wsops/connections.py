@@ -38,7 +38,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import codes, signals, store
+from . import codes, metrics, signals, store
 from .conf import get_settings
 from .handshake.state import Handshake
 from .limits.engine import Cap, get_limiter
@@ -372,7 +372,7 @@ async def serve_registered(handshake: Handshake, scope: Scope, receive: Receive,
     handshake.admission = None  # the entry holds the slots from now on
     await registry.add(member, entry)
     try:
-        return await inner(scope, receive, send)
+        return await metrics.observed(inner, scope, receive, send)
     finally:
         registry.remove(member)
         if entry.caps:  # a first-frame login may have added slots

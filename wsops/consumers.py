@@ -25,7 +25,7 @@ from typing import Any
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from . import codes, signals
+from . import codes, metrics, signals
 from .messages.actions import (
     ActionRefused,
     ActionSpec,
@@ -146,6 +146,7 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle
         """Await the handler and send its reply; its failure is the server's, not the client's."""
         try:
             reply = await work
+            metrics.message("ok")
             if isinstance(reply, dict):
                 await self.send_json(reply if request_id is None else {**reply, "id": request_id})
         except ActionRefused as refusal:
@@ -187,6 +188,7 @@ class SecureJsonWebsocketConsumer(DispatchWithoutHop, FirstFrameLogin, Lifecycle
     async def _refused(self, name: str | None, request_id: Any, refusal: ActionRefused) -> None:
         """One event and the error frame; a close when the client has earned one."""
         signals.report(refusal.kind, self.scope, refusal.reason, action=name)
+        metrics.message("refused", refusal.code)
         await self.send_json(refusal.frame(name, request_id))
         if (close := self.guard.close_after(refusal)) is not None:
             await self._close_refused(*close)

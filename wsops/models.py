@@ -67,3 +67,31 @@ class WebSocketToken(models.Model):
         if self.rotated_at is not None:
             return TokenStatus.GRACE
         return TokenStatus.ACTIVE
+
+
+# --- the admin's live pages: Redis state, no tables ------------------------------------
+#
+# Unmanaged models without tables: they give the admin its pages and Django's usual
+# permissions for them (``wsops.view_liveconnection``; ``delete`` = disconnect;
+# ``wsops.add_ban``/``delete_ban``; ``wsops.view_ratecounter``). Rows come from Redis.
+
+
+class LiveConnection(models.Model):
+    class Meta:
+        managed = False
+        default_permissions = ("view", "delete")
+        verbose_name = "live connection"
+
+
+class Ban(models.Model):
+    class Meta:
+        managed = False
+        default_permissions = ("view", "add", "delete")
+        verbose_name = "ban"
+
+
+class RateCounter(models.Model):
+    class Meta:
+        managed = False
+        default_permissions = ("view",)
+        verbose_name = "top rate counter"

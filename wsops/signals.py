@@ -6,6 +6,17 @@ input, ban, outage) calls ``report()`` exactly once. It logs to the
 receivers get ``event`` (a dict) as a keyword argument. Receivers run inline
 in the event loop: keep them quick, or hand the event to a queue.
 
+Each event has an ``event_id``, unique and the same in the log line, the JSON
+line (``wsops.logging.JsonFormatter``) and the signal, and the ``connection_id``
+of its socket (the id the connection registry knows it by; a socket refused
+before it was registered gets a fresh one), so one refusal, or every event of
+one socket, can be followed through log pipelines. An ``X-Request-ID`` header
+becomes the event's ``request_id``: the nginx config of ``wsdeploy`` sets it to
+nginx's ``$request_id`` (overwriting whatever the client sent) and writes that
+id in its WebSocket access log, which joins nginx's line to daphne's. Without
+such a proxy a client can send any value: a correlation hint, not a fact (it
+is kept only when it is 1-64 characters of ``[A-Za-z0-9._-]``).
+
 An event never carries a secret or a message body: tokens appear only as their
 public prefix. The log line escapes every value (``escape()``), since paths,
 origins and reasons can come from the client; the event dict keeps raw values.
@@ -14,6 +25,7 @@ origins and reasons can come from the client; the event dict keeps raw values.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Any
 
@@ -65,8 +77,29 @@ def _escaped(match: re.Match[str]) -> str:
     return char.encode("unicode_escape").decode("ascii")
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def new_event_id() -> str:
+    """128 random bits as 32 hex digits (what nginx's ``$request_id`` looks like)."""
+    return os.urandom(16).hex()
+
+
+def request_id(scope: dict[str, Any]) -> str | None:
+    """The ``X-Request-ID`` the proxy sent (the id in its access log), if well-formed."""
+    from .scope import header
+
+    raw = header(scope, b"x-request-id")
+    text = raw.decode("latin-1") if raw is not None else ""
+    return text if _REQUEST_ID.fullmatch(text) else None
+
+
 def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -> dict[str, Any]:
     """Log and signal one security event about the connection ``scope``."""
+    from . import metrics
+    from .connections import new_member  # connections imports this module
+
+    about = scope is not None
     scope = scope or {}
     handshake = scope.get("wsops")  # a wsops.handshake.Handshake, or absent
     user = scope.get("user")
@@ -75,7 +108,11 @@ def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -
         token_prefix = handshake.token.prefix if handshake.token else handshake.presented_prefix
     else:  # refused before wsops' middleware parsed it (daphne_compat)
         ip, origin, token_prefix = client_address(scope), None, None
+    connection = getattr(handshake, "connection_id", None) or (new_member() if about else None)
     event = {
+        "event_id": new_event_id(),
+        "connection_id": connection,
+        "request_id": request_id(scope),
         "kind": kind,
         "reason": reason,
         "ip": ip,
@@ -85,10 +122,11 @@ def report(kind: str, scope: dict[str, Any] | None, reason: str, **extra: Any) -
         "origin": origin,
         **extra,
     }
+    metrics.noted(scope, kind, reason)  # a refusal the metrics see only as a close
     logger.warning(
-        'wsops %s refused: %s (ip=%s user=%s token=%s path="%s" origin="%s")',
-        *(escape(event[name]) for name in
-          ("kind", "reason", "ip", "user_id", "token_prefix", "path", "origin")),
+        'wsops %s refused: %s (ip=%s user=%s token=%s path="%s" origin="%s" event=%s conn=%s)',
+        *(escape(event[name]) for name in ("kind", "reason", "ip", "user_id", "token_prefix",
+                                           "path", "origin", "event_id", "connection_id")),
         extra={"security_event": event},
     )
     security_event.send(sender=report, event=event)

@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 
 from django.conf import settings as django_settings
 
+from . import metrics
 from .conf import get_settings, on_reload
 
 logger = logging.getLogger("wsops")
@@ -199,6 +200,7 @@ class OutageTracker:
         self.down = False
 
     def failed(self, error: BaseException) -> StoreUnavailable:
+        metrics.redis_up(False)
         if not self.down:
             self.down = True
             logger.warning(
@@ -209,6 +211,7 @@ class OutageTracker:
 
     def succeeded(self) -> None:
         if self.down:
+            metrics.redis_up(True)
             self.down = False
             logger.warning("wsops: Redis at %s is reachable again.", masked(redis_url()))
 
@@ -233,10 +236,14 @@ def call_sync(function: Any, *args: Any) -> Any:
     return result
 
 
-async def call(coro: Any) -> Any:
-    """Await a Redis coroutine, mapping failures to StoreUnavailable."""
+async def call(coro: Any, operation: str = "other") -> Any:
+    """Await a Redis coroutine, mapping failures to StoreUnavailable.
+
+    ``operation`` names it in the ``wsops_redis_seconds`` histogram (failures included).
+    """
     try:
-        result = await coro
+        with metrics.redis_timer(operation):
+            result = await coro
     except store_errors() as error:
         raise outage.failed(error)
     outage.succeeded()

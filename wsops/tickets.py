@@ -58,7 +58,7 @@ async def consume(ticket: str) -> dict[str, Any] | None:
         return None
     key = _key(ticket)
     if store.redis_url():
-        payload = await store.call(store.async_client().getdel(key))
+        payload = await store.call(store.async_client().getdel(key), "ticket")
     else:
         payload = await database_sync_to_async(_consume_from_cache)(key)
     return sealing.unseal_json("ticket", key, payload)

@@ -38,7 +38,7 @@ from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from . import sealing, store
+from . import metrics, sealing, store
 from .conf import get_settings
 from .handshake.state import NOT_FETCHED, TokenInfo
 from .handshake.transports import TOKEN_PREFIX, TOKEN_RE
@@ -325,7 +325,7 @@ def cached_owner(raw: Any) -> str | None:
 
 async def _cached(secret_hash: str) -> VerifiedToken | None:
     try:
-        raw = await store.call(store.async_client().get(cache_key(secret_hash)))
+        raw = await store.call(store.async_client().get(cache_key(secret_hash)), "token_cache")
     except store.StoreUnavailable:
         return None  # the database still answers
     return _unpack(raw, secret_hash)
@@ -337,7 +337,8 @@ async def _remember(secret_hash: str, token: VerifiedToken) -> None:
         ttl = min(ttl, max(1, int(token.expires_at - now().timestamp())))
     try:
         await store.call(store.async_client().set(cache_key(secret_hash),
-                                                  _pack(secret_hash, token, ttl), ex=ttl))
+                                                  _pack(secret_hash, token, ttl), ex=ttl),
+                         "token_cache")
     except store.StoreUnavailable:
         pass
 
@@ -357,6 +358,8 @@ async def verify(secret: str, *, touch: bool = True, cached: Any = NOT_FETCHED) 
         token = await _cached(secret_hash)
     else:
         token = _unpack(cached, secret_hash)
+    if shared:
+        metrics.token_cache("hit" if token is not None else "miss")
     try:
         if token is None:
             token = await database_sync_to_async(_load_from_db)(secret_hash,

@@ -68,6 +68,10 @@ FLAGS = {"settings_module": "--django-settings", "acme_server": "--server",
          "web_server": "--web-server"}
 MAX_WORKERS = 64
 MAX_HSTS_SECONDS = 1_000_000_000
+# The open-sockets alert's default capacity: 10,000 idle sockets per worker were measured
+# at ~40 KiB each (bench/README.md); past that, memory and the event loop decide.
+SOCKETS_PER_WORKER = 10_000
+MAX_SOCKETS = 100_000_000
 
 
 @dataclass
@@ -108,6 +112,10 @@ class DeployContext:
     asgi_application: str = ""
     settings_module: str = ""
     writable_paths: list[str] = field(default_factory=list)
+    # metrics: Prometheus multiprocess directory, scrape path, sockets the host can hold
+    metrics_dir: str = "/run/daphne-metrics"
+    metrics_path: str = "/ws/metrics"
+    max_sockets: int = 20000
     # certbot
     email: str = ""
     deploy_hook: str = "/etc/letsencrypt/renewal-hooks/deploy/wsops-reload-nginx.sh"
@@ -170,6 +178,8 @@ class DeployContext:
             unit_prefix="daphne",
             # systemd creates (and ProtectSystem=strict leaves writable) /run/<this>.
             runtime_directory=runtime,
+            metrics_runtime_directory=self.metrics_dir.removeprefix("/run/"),
+            open_sockets_alert=int(self.max_sockets * 0.9),
             protect_home=self.protect_home(),
             nginx_version_text=".".join(map(str, version)),
             apache_members=[apache_member(u) for u in self.upstreams],
@@ -358,6 +368,13 @@ def build(options: dict[str, Any], *, webroot: bool = True, units: bool = True
                                 os.environ.get("DJANGO_SETTINGS_MODULE", ""),
                                 "DJANGO_SETTINGS_MODULE"),
         writable_paths=writable,
+        metrics_dir=_option(options, "metrics_dir", validate.runtime_dir,
+                            DeployContext.metrics_dir),
+        metrics_path=_option(options, "metrics_path", validate.url_path,
+                             DeployContext.metrics_path),
+        max_sockets=_option(options, "max_sockets", validate.integer,
+                            SOCKETS_PER_WORKER * (len(upstreams) if upstreams else workers),
+                            low=1, high=MAX_SOCKETS),
         email=_option(options, "email", validate.email, ""),
         reload_command=_option(options, "reload_command", validate.command_line, ""),
         acme_server=_option(options, "acme_server", validate.url, ""),

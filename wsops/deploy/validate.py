@@ -202,6 +202,14 @@ def socket_dir(value: Any, option: str) -> str:
     return path
 
 
+def runtime_dir(value: Any, option: str) -> str:
+    """A directory under ``/run/`` (systemd's ``RuntimeDirectory=`` creates and removes it)."""
+    path = absolute_path(value, option).rstrip("/")
+    if not path.startswith("/run/"):
+        raise _fail(option, value, "a directory under /run/, such as /run/daphne-metrics")
+    return path
+
+
 def _matching(pattern: re.Pattern[str], expected: str, doc: str) -> Callable[[Any, str], str]:
     """A check that the whole value matches ``pattern``, else exit 2 saying ``expected``."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import codes, signals
+from .. import codes, metrics, signals
 from ..conf import get_settings
 from ..scope import Receive, Scope, Send
 from .transports import SUBPROTOCOL, offers_marker
@@ -46,6 +46,7 @@ def unavailable() -> Refused:
 async def answer(scope: Scope, receive: Receive, send: Send, refused: Refused) -> None:
     """Report one security event, then turn the handshake down as configured."""
     signals.report(refused.kind, scope, refused.reason, close_code=refused.code, **refused.extra)
+    metrics.refused(scope, refused.kind, refused.reason, refused.extra.get("transport"))
     message = await receive()
     if message.get("type") != "websocket.connect":
         return  # the client went away first

@@ -158,7 +158,7 @@ class RedisLimiter:
             args += [member, int(ttl * 1000)]
         if fetch:
             keys.append(fetch)
-        reply = await store.call(ADMIT.run(store.async_client(), keys, args))
+        reply = await store.call(ADMIT.run(store.async_client(), keys, args), "admit")
         if reply == 0:  # allowed, nothing fetched: the common case is a bare integer
             return ALLOW
         outcome = _OUTCOMES[int(reply[0])]
@@ -172,7 +172,7 @@ class RedisLimiter:
             return
         keys = [cap for cap, _ in slots]
         args = [int(ttl * 1000), *(member for _, member in slots)]
-        await store.call(REFRESH.run(store.async_client(), keys, args))
+        await store.call(REFRESH.run(store.async_client(), keys, args), "refresh")
 
     async def release(self, caps: tuple[Cap, ...], member: str) -> None:
         if not caps:
@@ -181,7 +181,7 @@ class RedisLimiter:
         async with client.pipeline(transaction=False) as pipe:
             for cap in caps:
                 pipe.zrem(cap.key, member)
-            await store.call(pipe.execute())
+            await store.call(pipe.execute(), "release")
 
     async def refund(self, limits: tuple[Limit, ...], caps: tuple[Cap, ...],
                      member: str) -> None:

@@ -129,8 +129,12 @@ def _split_key(key: str, base: str) -> list[str]:
     return rest.split(":", 2)[1:]
 
 
-def scan(client: Any, pattern: str, progress: Any = None) -> list[str]:
-    """All keys matching ``pattern`` with SCAN (never KEYS); ``progress(scanned)`` on long scans."""
+def scan(client: Any, pattern: str, progress: Any = None, limit: int | None = None
+         ) -> list[str]:
+    """Keys matching ``pattern`` with SCAN (never KEYS); ``progress(scanned)`` on long scans.
+
+    ``limit``: stop once that many keys are found (the admin pages' bound).
+    """
     keys, cursor, scanned, started = [], 0, 0, time.monotonic()
     while True:
         cursor, batch = client.scan(cursor=cursor, match=pattern, count=5000)
@@ -138,14 +142,17 @@ def scan(client: Any, pattern: str, progress: Any = None) -> list[str]:
         scanned += 5000
         if progress is not None and time.monotonic() - started > 1:
             progress(scanned)
+        if limit is not None and len(keys) >= limit:
+            return keys[:limit]
         if cursor == 0:
             return keys
 
 
 def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | None = None,
-             progress: Any = None) -> dict[str, list[dict[str, Any]]]:
+             progress: Any = None, limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
     """Live counters, connection counts and bans, read from Redis (``bucket``: one rate
-    bucket such as ``connect``, or ``connections`` / ``bans`` for those tables alone)."""
+    bucket such as ``connect``, or ``connections`` / ``bans`` for those tables alone;
+    ``limit``: read at most that many keys of each kind)."""
     base = store.key("")
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) / 1000
@@ -153,7 +160,8 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
     wanted_id = identity.id if identity else "*"
 
     counters = []
-    rate_keys = scan(client, f"{base}rl:{bucket or '*'}:{wanted_kind}:{wanted_id}", progress)
+    rate_keys = scan(client, f"{base}rl:{bucket or '*'}:{wanted_kind}:{wanted_id}", progress,
+                     limit) if bucket not in ("connections", "bans") else []
     for key, raw in zip(rate_keys, _mget(client, rate_keys), strict=True):
         if raw is None:
             continue
@@ -171,7 +179,7 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
     caps = {"user": conf.MAX_CONNECTIONS_PER_USER, "ip": conf.MAX_CONNECTIONS_PER_IP}
     connections = []
     if bucket in (None, "connections"):
-        cap_keys = scan(client, f"{base}conn:{wanted_kind}:{wanted_id}", progress)
+        cap_keys = scan(client, f"{base}conn:{wanted_kind}:{wanted_id}", progress, limit)
         with client.pipeline(transaction=False) as pipe:
             for key in cap_keys:
                 pipe.zcount(key, now_ms, "+inf")
@@ -188,7 +196,7 @@ def snapshot(client: Any, *, bucket: str | None = None, identity: Identity | Non
         if identity is not None and identity.network is not None:
             pattern = network_ban_key(identity.network)
         lengths = {ban_lengths_key(4), ban_lengths_key(6)}
-        ban_keys = [k for k in scan(client, pattern, progress) if k not in lengths]
+        ban_keys = [k for k in scan(client, pattern, progress, limit) if k not in lengths]
         with client.pipeline(transaction=False) as pipe:
             for key in ban_keys:
                 pipe.get(key)

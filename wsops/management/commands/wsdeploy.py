@@ -1,4 +1,5 @@
-"""``manage.py wsdeploy``: nginx, Apache or Caddy, daphne (systemd) and certbot configs.
+"""``manage.py wsdeploy``: nginx, Apache or Caddy, daphne (systemd), certbot, Prometheus and
+Grafana configs.
 
 Every value is text here and checked in ``wsops.deploy.validate`` (through
 ``context.build``), not by argparse types: a bad value is one line naming the
@@ -8,10 +9,12 @@ option and exit status 2, whether it is a hostile path or a mistyped number.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,10 @@ FILES = {
     "caddy": "Caddyfile",
     "daphne": "daphne@.service",
     "target": "daphne.target",
+    "metrics_unit": "daphne-metrics.service",
+    "prometheus": "prometheus.yml",
+    "alerts": "prometheus-alerts.yml",
+    "grafana": "grafana-dashboard.json",
     "hook": "certbot-deploy-hook.sh",
     "certbot": "certbot-commands.sh",
     "deploy": "DEPLOY.md",
@@ -95,6 +102,16 @@ def _common_options() -> argparse.ArgumentParser:
     units.add_argument("--writable-path", action="append",
                        help="A path the workers may write (ReadWritePaths; repeat). SQLite "
                             "databases' folders and MEDIA_ROOT are added from settings.")
+    watch = common.add_argument_group("metrics")
+    watch.add_argument("--metrics-dir",
+                       help="PROMETHEUS_MULTIPROC_DIR of the workers, under /run/ (default "
+                            "/run/daphne-metrics; emptied whenever they start as a group).")
+    watch.add_argument("--metrics-path",
+                       help="URL path Prometheus scrapes, where wsops.urls' metrics is mounted "
+                            "(default /ws/metrics).")
+    watch.add_argument("--max-sockets",
+                       help="Open sockets the host is sized for: the alert fires at 90%% "
+                            "(default 10000 per worker).")
     acme = common.add_argument_group("certbot")
     acme.add_argument("--email", help="ACME account email.")
     acme.add_argument("--deploy-hook", help="Where the deploy hook is installed.")
@@ -132,7 +149,13 @@ class Command(WsopsCommand):
             if server == "caddy":
                 _caddy_options(site)
         sub.add_parser("daphne", parents=[common],
-                       help="systemd units: daphne@.service and daphne.target.")
+                       help="systemd units: daphne@.service, daphne.target and "
+                            "daphne-metrics.service.")
+        scrape = sub.add_parser("prometheus", parents=[common],
+                                help="Prometheus scrape config and alert rules.")
+        scrape.add_argument("--check", action="store_true",
+                            help="Run `promtool check config` (and so the rules) on the result.")
+        sub.add_parser("grafana", parents=[common], help="A Grafana dashboard (JSON).")
         certbot = sub.add_parser("certbot", parents=[common],
                                  help="certbot commands and deploy hook.")
         certbot.add_argument("--run", action="store_true",
@@ -245,15 +268,62 @@ class Command(WsopsCommand):
         self._site("caddy", context, options)
 
     def handle_daphne(self, context: DeployContext, options: dict[str, Any]) -> None:
-        target = self._render("target", context, options)
-        service = self._render("daphne", context, options)
+        self._several({"daphne@.service": self._render("daphne", context, options),
+                       "daphne.target": self._render("target", context, options),
+                       "daphne-metrics.service": self._render("metrics_unit", context, options)},
+                      options)
+
+    def _several(self, files: dict[str, str], options: dict[str, Any]) -> None:
+        """Write ``files`` into the directory --output, or print them one after the other."""
         if options.get("output"):
             directory = Path(options["output"])
-            self._emit({directory / "daphne@.service": service,
-                        directory / "daphne.target": target}, options)
+            self._emit({directory / name: text for name, text in files.items()}, options)
         else:
-            self.stdout.write(f"# ==> daphne@.service <==\n{service}\n"
-                              f"# ==> daphne.target <==\n{target}", ending="")
+            self.stdout.write("\n".join(f"# ==> {name} <==\n{text}"
+                                        for name, text in files.items()), ending="")
+
+    def _monitoring(self, context: DeployContext, options: dict[str, Any]) -> dict[str, str]:
+        """The Prometheus config and rules, and the Grafana dashboard (checked as JSON)."""
+        dashboard = self._render("grafana", context, options)
+        try:
+            json.loads(dashboard)
+        except ValueError as error:
+            self.fail(f"the Grafana dashboard template does not render as JSON: {error}")
+        return {"wsops-prometheus.yml": self._render("prometheus", context, options),
+                "wsops-alerts.yml": self._render("alerts", context, options),
+                "wsops-dashboard.json": dashboard}
+
+    def handle_prometheus(self, context: DeployContext, options: dict[str, Any]) -> None:
+        files = self._monitoring(context, options)
+        del files["wsops-dashboard.json"]
+        if options.get("check"):
+            self._promtool(files)
+        self._several(files, options)
+
+    def _promtool(self, files: dict[str, str]) -> None:
+        binary = shutil.which("promtool")
+        if binary is None:
+            self.fail("promtool is not installed (Debian: apt-get install prometheus)")
+        with tempfile.TemporaryDirectory(prefix="wsops-promtool-") as scratch:
+            for name, text in files.items():
+                (Path(scratch) / name).write_text(text)
+            result = subprocess.run([binary, "check", "config", "wsops-prometheus.yml"],
+                                    cwd=scratch, capture_output=True, text=True)
+        if result.returncode != 0:
+            self.stderr.write((result.stdout + result.stderr).strip())
+            self.stderr.write("promtool check config: FAILED")
+            sys.exit(1)
+        self.stderr.write("promtool check config: SUCCESS (scrape config and alert rules)")
+
+    def handle_grafana(self, context: DeployContext, options: dict[str, Any]) -> None:
+        dashboard = self._monitoring(context, options)["wsops-dashboard.json"]
+        if options.get("output"):
+            path = Path(options["output"])
+            if path.is_dir():
+                path = path / "wsops-dashboard.json"
+            self._emit({path: dashboard}, options)
+        else:
+            self.stdout.write(dashboard, ending="")
 
     @staticmethod
     def _certbot_args(context: DeployContext) -> list[str]:
@@ -321,6 +391,10 @@ class Command(WsopsCommand):
             site: self._render(server, context, options),
             directory / "systemd" / "daphne@.service": self._render("daphne", context, options),
             directory / "systemd" / "daphne.target": self._render("target", context, options),
+            directory / "systemd" / "daphne-metrics.service": self._render("metrics_unit",
+                                                                           context, options),
+            **{directory / "monitoring" / name: text
+               for name, text in self._monitoring(context, options).items()},
         }
         executable: set[Path] = set()
         if context.uses_certbot:

@@ -7,9 +7,8 @@ import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
 
-from wsops import codes, remote, signals, store, tokens
+from wsops import codes, operations, remote, signals, store
 from wsops.conf import get_settings
 from wsops.limits import operators
 from wsops.limits.operators import Identity
@@ -84,23 +83,9 @@ class Command(WsopsCommand):
 
     def _identity(self, text: str) -> Identity:
         try:
-            identity = operators.parse_identity(text)
+            return operations.resolve_identity(text)
         except ValueError as error:
             self.fail(str(error))
-        if identity.kind == "user" and not identity.id.isdigit():
-            model = get_user_model()
-            try:
-                user = model._default_manager.get_by_natural_key(identity.id)
-            except model.DoesNotExist:
-                self.fail(f"unknown user {identity.id!r}")
-            return Identity("user", str(user.pk))
-        if identity.kind == "token" and len(identity.id) != 12:
-            matches = [token.prefix for token in tokens.find(identity.id)]
-            if len(matches) != 1:
-                self.fail(f"token prefix {identity.id!r} matches {len(matches)} tokens; "
-                          "give the 12-character prefix shown by 'wstokens list'")
-            return Identity("token", matches[0])
-        return identity
 
     def _progress(self, scanned: int) -> None:
         self.stderr.write(f"\rscanning Redis: {scanned:,} keys examined...", ending="")
@@ -145,24 +130,7 @@ class Command(WsopsCommand):
                                format_duration(b["expires_in"])] for b in data["bans"]])
 
     def _heaviest(self, client: Any, scope: str | None, limit: int) -> list[dict[str, Any]]:
-        data = operators.snapshot(client, bucket=scope, progress=self._progress)
-        load: dict[str, dict[str, Any]] = {}
-        for counter in data["counters"]:
-            key = f"{counter['kind']}:{counter['id']}"
-            entry = load.setdefault(key, {"identity": key, "load": 0.0, "scopes": {},
-                                          "connections": 0})
-            share = counter["used"] / counter["limit"]
-            entry["scopes"][counter["scope"]] = f"{counter['used']}/{counter['limit']}"
-            entry["load"] = max(entry["load"], share)
-        for live in data["connections"]:
-            key = f"{live['kind']}:{live['id']}"
-            entry = load.setdefault(key, {"identity": key, "load": 0.0, "scopes": {},
-                                          "connections": 0})
-            entry["connections"] = live["live"]
-            if live["cap"]:
-                entry["load"] = max(entry["load"], live["live"] / live["cap"])
-        ranked = sorted(load.values(), key=lambda e: (-e["load"], -e["connections"]))
-        return ranked[:limit]
+        return operations.heaviest(client, scope, limit, progress=self._progress)
 
     def handle_top(self, client: Any, limit: int, scope: str | None, watch: bool,
                    interval: float, count: int, json: bool, **_: Any) -> None:
