@@ -13,15 +13,12 @@ application in ``bench/benchapp.py``, then measures:
 - shared limiter decisions: wsops' one EVALSHA vs django-ratelimit's
   is_ratelimited (django-redis) vs a bare PING, on the same Redis.
 - daphne RSS per idle connection at 1,000 connections, bare vs wsops.
-<<<<<<< HEAD
 - push fan-out: from ``wsops.push.asend_to_user`` to delivery on every one of
   1,000 sockets of one user spread over 2 secure workers.
-=======
 - what Prometheus metrics cost: every wsops daphne records them in multiprocess
   mode (``PROMETHEUS_MULTIPROC_DIR``, as ``wsdeploy daphne`` runs it), and one more
   measures token handshakes and echo with ``WSOPS["METRICS"] = False``; the ratio
   is daphne CPU per operation with metrics over without (1.00: free).
->>>>>>> main
 
 Steadier numbers: daphne and the load generator are pinned to different cores where
 the machine has two or more (recorded in the JSON), every variant is measured
@@ -459,7 +456,6 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     finally:
         server.stop()
 
-<<<<<<< HEAD
     workers = [Daphne("secure", env) for _ in range(2)]
     try:
         results["push"] = asyncio.run(push_fanout(
@@ -468,14 +464,13 @@ def run_all(args, env, fixtures, redis_url) -> dict:
     finally:
         for worker in workers:
             worker.stop()
-=======
+
     server = Daphne("secure", {**env, "BENCH_METRICS": "0"})
     try:
         measure_handshakes(server, "wsops token, no metrics", with_token)
         measure_echo(server, "wsops, no metrics", with_token)
     finally:
         server.stop()
->>>>>>> main
 
     results["limiter"] = limiter_bench(redis_url, args.decisions)
     return results
@@ -573,17 +568,12 @@ def report(runs: list[dict], output: str) -> None:
     rss = absolute["rss_per_connection_bytes"]
     print(f"\nRSS per idle connection, KiB: bare {rss['bare']['median'] / 1024:.1f}, "
           f"wsops {rss['wsops']['median'] / 1024:.1f}")
-<<<<<<< HEAD
     fanout = runs[0]["push"]
     print(f"\npush fan-out to {fanout['sockets']} sockets of one user on "
           f"{fanout['workers_asked']} workers (median of 5 pushes per run), ms: "
           f"{spread(absolute['push_ms'], 1)}")
-    print("\nratios (bare's daphne CPU per operation / the variant's; RSS and decision: "
-          "lower is better)")
-=======
     print("\nratios (bare's daphne CPU per operation / the variant's; RSS, decision and "
           "metrics on / off: lower is better)")
->>>>>>> main
     for name, value in ratios.items():
         print(f"  {name:<28}{spread(value):>22}")
     print("\ntargets (median; per run)")
