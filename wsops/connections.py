@@ -12,22 +12,18 @@ connection-cap slots it holds in Redis. One background ticker per worker:
   ``TOKEN_CACHE_SECONDS`` in two queries: revoked tokens and deactivated or
   deleted users close (4401), token scopes and user fields are refreshed.
 
-Remote close and push: each worker listens on one channel-layer channel named
-after its id (``worker_channel``), which is also in the group ``wsops.workers``.
-``wsops.push`` sends a ``wsops.push`` event to the workers whose ids the
-connection registry lists for a user, and each hands the message to its
-matching sockets' consumers, in order per socket (``attach``). ``wstokens revoke
---disconnect`` and ``wsratelimit block --disconnect`` send a ``wsops.disconnect``
-event the same way (to the whole group when the registry cannot say which
-workers), and each worker closes its matching sockets. That costs one message
-per worker instead of a group join per socket (two Redis round trips on
-channels-redis, and one more to leave).
+Remote close and push: each worker joins the channel-layer group ``wsops.workers``
+with one channel. ``wstokens revoke --disconnect`` and ``wsratelimit block
+--disconnect`` send one ``wsops.disconnect`` event to that group, and each worker
+closes its matching sockets; ``wsops.push`` sends one ``wsops.push`` event, and
+each worker hands the message to its matching sockets' consumers, in order per
+socket (``attach``). That costs one message per worker instead of a group join
+per socket (two Redis round trips on channels-redis, and one more to leave).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 import os
@@ -69,12 +65,6 @@ def new_member() -> str:
 def worker_of(connection_id: str) -> str:
     """The id of the worker holding a connection (``new_member``'s prefix)."""
     return connection_id.rpartition(":")[0]
-
-
-def worker_channel(worker_id: str) -> str:
-    """The channel-layer channel a worker listens on (a valid channel name, whatever
-    the host name)."""
-    return "wsops.worker." + hashlib.blake2s(worker_id.encode(), digest_size=12).hexdigest()
 
 
 class Inbox:
@@ -317,7 +307,7 @@ class LiveConnections:
                         self._listen_forever())
 
     async def _listen(self, layer: Any, joined: list[str]) -> None:
-        """Receive remote closes and pushes on this worker's channel (in ``wsops.workers``)."""
+        """Receive remote closes and pushes on one channel in ``wsops.workers``."""
         channel = None
         # None, never 0.0: time.monotonic() counts from boot, so on a host up for less
         # than GROUP_RENEW seconds "now - 0.0 > GROUP_RENEW" would never be true.
@@ -325,7 +315,7 @@ class LiveConnections:
         while self.entries:
             try:
                 if channel is None:
-                    channel = self.channel = worker_channel(_worker)
+                    channel = self.channel = await layer.new_channel("wsops.worker.")
                     joined.append(channel)
                 if joined_at is None or time.monotonic() - joined_at > GROUP_RENEW:
                     await layer.group_add(WORKERS_GROUP, channel)

@@ -10,11 +10,12 @@
 The event reaches each matching live socket's consumer handler
 (``chat_message`` above) as if it had come from a channel-layer group, in
 order per socket. How: the connection registry (``wsops.limits.registry``)
-says which workers hold the user's sockets, and each of them gets one
-channel-layer message on its own channel (``wsops.connections``), whatever
-the number of sockets: no group join per socket. The return value is how many
-workers were asked; a user with no live socket costs one Redis read and no
-message (0).
+says which workers hold the user's sockets; if any does, one event goes to the
+``wsops.workers`` group that every worker's listener is in (``wsops.connections``),
+one channel-layer message per worker whatever the number of sockets, and no
+group join per socket. The return value is how many workers hold matching
+sockets (each got the message); a user with no live socket costs one Redis read
+and no message (0).
 
 Refused at the sender, with ``PushRefused`` (a ``ValueError``): a message that
 is not a JSON object with a ``type``, a ``type`` of ``websocket.*`` or
@@ -37,7 +38,7 @@ from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import get_settings
-from .connections import WORKERS_GROUP, worker_channel, worker_of
+from .connections import WORKERS_GROUP, worker_of
 from .limits.registry import MEMBERS, alive, alive_sync, user_keys
 
 __all__ = ["PushRefused", "asend_to_connection", "asend_to_token", "asend_to_user",
@@ -82,10 +83,10 @@ def _layer() -> Any:
 
 
 async def ask_workers(workers: set[str], event: Event) -> int:
-    """One channel-layer message to each worker's channel; return how many were asked."""
-    layer = _layer()
-    for worker in sorted(workers):
-        await layer.send(worker_channel(worker), event)
+    """One ``group_send`` to ``wsops.workers`` (each live worker gets one message) when
+    ``workers`` is not empty; return ``len(workers)``, the workers holding targets."""
+    if workers:
+        await ask_every_worker(event)
     return len(workers)
 
 
@@ -139,7 +140,7 @@ async def asend_to_token(prefix: str, message: Event) -> int:
 
 
 async def asend_to_connection(connection_id: str, message: Event) -> int:
-    """Push ``message`` to one socket, by its connection id; 1 worker asked."""
+    """Push ``message`` to one socket, by its connection id (its worker: 1)."""
     event = push_event({"connection": str(connection_id)}, message)
     return await ask_workers(_connection_worker(connection_id), event)
 

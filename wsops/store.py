@@ -288,6 +288,15 @@ class Script:
         except NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
+    def run_sync(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        """``run`` on a blocking client (views, commands)."""
+        from redis.exceptions import NoScriptError
+
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
 
 # --- outage tracking -----------------------------------------------------------------
 
@@ -341,6 +350,16 @@ def store_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisError
 
     return (RedisError, OSError, asyncio.TimeoutError)
+
+
+def call_sync(function: Any, *args: Any) -> Any:
+    """``function(*args)`` on the blocking client, mapping failures to StoreUnavailable."""
+    try:
+        result = function(*args)
+    except store_errors() as error:
+        raise outage.failed(error)
+    outage.succeeded()
+    return result
 
 
 _ready_clients: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -183,7 +183,7 @@ class Command(WsopsCommand):
             if failure:
                 self.stderr.write(f"Blocked, but live sockets could not be closed: {failure}")
                 sys.exit(1)
-            self.stdout.write("Asked the workers holding its live sockets to close them (4403).")
+            self.stdout.write("Asked every worker to close its live sockets (4403).")
 
     def handle_unblock(self, client: Any, ident: str, **_: Any) -> None:
         identity = self._identity(ident)

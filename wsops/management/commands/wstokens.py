@@ -202,7 +202,7 @@ class Command(WsopsCommand):
                 self.stderr.write(f"The tokens are revoked, but live sockets could not be "
                                   f"closed: channel layer error: {failure}")
                 sys.exit(1)
-            self.stdout.write("Asked the workers holding the live sockets to close them (4401).")
+            self.stdout.write("Asked every worker to close the live sockets (4401).")
 
     def handle_rotate(self, reference: str, grace: str, ttl: str | None, json: bool,
                       **_: Any) -> None:
