@@ -294,6 +294,9 @@ class LiveConnections:
         try:
             await self._listen(layer, joined)
         finally:  # the last socket closed, or the loop ended
+            # Not listening from here on: a socket that arrives while this one leaves
+            # waits (add()) for the listener started below to join again.
+            self.joined.clear()
             for channel in joined:
                 try:
                     await layer.group_discard(WORKERS_GROUP, channel)
