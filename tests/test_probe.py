@@ -246,7 +246,7 @@ def test_old_tls_an_unverifiable_chain_and_no_hsts_are_found(tmp_path):
         server.wait(10)
     tls = finding(report, "wsops.P048")["message"]
     if "not tried" in tls:
-        pytest.skip(f"old TLS versions unavailable in this machine's OpenSSL: {tls}")
+        pytest.skip(reason=f"old TLS versions unavailable in this machine's OpenSSL: {tls}")
     assert status == 1
     assert {"wsops.P041", "wsops.P042", "wsops.P044"} <= ids(report), report
     assert "TLS 1.0, TLS 1.1, TLS 1.2, TLS 1.3" in tls
